@@ -1,0 +1,1 @@
+"""session_assets: a Dagster code location that scans product-analytics sessions."""

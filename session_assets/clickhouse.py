@@ -1,0 +1,207 @@
+"""ClickHouse clients: a server over HTTP(S), or chDB in-process (`chdb://PATH`).
+
+chDB lets one process at a time open a data path, and a second opener gets an
+opaque engine error. We take an advisory lock on `PATH.lock` first, so a second
+process waits a bounded time and then fails naming the process that holds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from session_assets import sql
+
+
+class ClickHouseUnavailable(RuntimeError):
+    """ClickHouse could not be opened or reached; the message says why and where."""
+
+
+@dataclass(frozen=True)
+class TableRef:
+    database: str
+    table: str
+
+    @classmethod
+    def parse(cls, name: str, default_database: str) -> TableRef:
+        database, _, table = name.rpartition(".")
+        if not table or (database == "" and "." in name):
+            raise ValueError(f"events table {name!r} is not 'table' or 'database.table'")
+        return cls(database or default_database, table)
+
+    def params(self, prefix: str) -> dict[str, str]:
+        return {f"{prefix}_db": self.database, f"{prefix}_table": self.table}
+
+
+def chdb_path(url: str) -> Path | None:
+    """The data path of a `chdb://` URL, or None for a server URL."""
+    parsed = urlparse(url)
+    if parsed.scheme != "chdb":
+        return None
+    raw = parsed.path if not parsed.netloc else parsed.netloc + parsed.path
+    if raw in ("", "memory", ":memory:"):
+        raise ValueError(f"{url!r}: session_assets needs an on-disk chDB path, e.g. chdb:///var/lib/session_assets/clickhouse")
+    return Path(raw).expanduser().resolve()
+
+
+class _EngineLock:
+    """Process-wide, reference-counted flock on `<chdb path>.lock`."""
+
+    _guard = threading.Lock()
+    _held: dict[Path, tuple[int, int]] = {}  # path -> (fd, count)
+
+    @classmethod
+    def acquire(cls, path: Path, timeout_s: float) -> None:
+        with cls._guard:
+            if path in cls._held:
+                fd, count = cls._held[path]
+                cls._held[path] = (fd, count + 1)
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock_file = path.with_name(path.name + ".lock")
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown process"
+                        os.close(fd)
+                        raise ClickHouseUnavailable(
+                            f"the embedded ClickHouse at {path} is held by {holder}; waited {timeout_s:g}s. "
+                            "chDB allows one process per data path: wait for that process to finish, stop it, "
+                            "or point SESSION_ASSETS_CLICKHOUSE_URL at a ClickHouse server."
+                        ) from None
+                    time.sleep(0.2)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({_cmdline()})".encode(), 0)
+            cls._held[path] = (fd, 1)
+
+    @classmethod
+    def release(cls, path: Path) -> None:
+        with cls._guard:
+            fd, count = cls._held[path]
+            if count > 1:
+                cls._held[path] = (fd, count - 1)
+                return
+            del cls._held[path]
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _cmdline() -> str:
+    try:
+        raw = Path(f"/proc/{os.getpid()}/cmdline").read_bytes()
+        return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)[:300]
+    except OSError:
+        return "?"
+
+
+class _Clients:
+    """One client per (url, database) per process; chDB clients keep the engine lock."""
+
+    _guard = threading.Lock()
+    _open: dict[tuple[str, str], Client] = {}
+
+    @classmethod
+    def get(cls, url: str, database: str, lock_timeout_s: float) -> Client:
+        key = (url, database)
+        with cls._guard:
+            client = cls._open.get(key)
+            if client is None:
+                client = _connect(url, database, lock_timeout_s)
+                cls._open[key] = client
+            return client
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._guard:
+            for (url, _), client in cls._open.items():
+                client.close()
+                path = chdb_path(url)
+                if path is not None:
+                    _EngineLock.release(path)
+            cls._open.clear()
+
+
+def _connect(url: str, database: str, lock_timeout_s: float) -> Client:
+    path = chdb_path(url)
+    if path is not None:
+        _EngineLock.acquire(path, lock_timeout_s)
+        try:
+            bootstrap = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+            bootstrap.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
+            bootstrap.close()
+            return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database)
+        except Exception as error:
+            _EngineLock.release(path)
+            raise ClickHouseUnavailable(f"could not open the embedded ClickHouse at {path}: {error}") from error
+    try:
+        # No HTTP session id: one client serves several threads, and sessions lock per query.
+        options = {"connect_timeout": 10, "autogenerate_session_id": False}
+        bootstrap = clickhouse_connect.get_client(dsn=url, **options)
+        bootstrap.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
+        bootstrap.close()
+        return clickhouse_connect.get_client(dsn=url, database=database, **options)
+    except Exception as error:
+        raise ClickHouseUnavailable(f"ClickHouse at {_redact(url)} is unreachable: {error}") from error
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return parsed._replace(netloc=f"{parsed.username}:***@{parsed.hostname}:{parsed.port}").geturl()
+    return url
+
+
+def get_client(url: str, database: str, lock_timeout_s: float = 120.0) -> Client:
+    return _Clients.get(url, database, lock_timeout_s)
+
+
+def close_clients() -> None:
+    """Close every client of this process and release chDB paths for other processes."""
+    _Clients.close_all()
+
+
+def apply_schema(client: Client, params: dict[str, Any]) -> list[str]:
+    """Run `sql/clickhouse/NNN_*.sql` not yet recorded in `schema_migrations`; returns what ran."""
+    client.command(sql.load("clickhouse/schema_migrations.sql"))
+    done = {row[0] for row in client.query("SELECT name FROM schema_migrations").result_rows}
+    applied = []
+    for name, path in sql.migrations("clickhouse"):
+        if name in done:
+            continue
+        for statement in sql.statements(sql.load(path)):
+            client.command(statement, parameters=_used(statement, params))
+        client.insert("schema_migrations", [[name]], column_names=["name"])
+        applied.append(name)
+    return applied
+
+
+def _used(statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    used = {k: v for k, v in params.items() if "{" + k + ":" in statement}
+    return used or None
+
+
+__all__ = [
+    "ClickHouseError",
+    "ClickHouseUnavailable",
+    "TableRef",
+    "apply_schema",
+    "chdb_path",
+    "close_clients",
+    "get_client",
+]

@@ -1,0 +1,169 @@
+"""Dagster resources for the three stores, configured from the environment (SPEC §3)."""
+
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import dagster as dg
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.query import QueryResult
+from dagster_aws.s3 import S3Resource
+from psycopg_pool import ConnectionPool
+
+from session_assets import clickhouse, postgres, settings, sql
+
+
+def env_or(name: str, default: str) -> Any:
+    """`dg.EnvVar(name)` when the variable is set, else the embedded default.
+
+    Secrets then reach Dagster only as variable names; defaults are plain paths.
+    """
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+class ClickHouseResource(dg.ConfigurableResource):
+    """Events, rollups and candidates: a ClickHouse server, or chDB in-process."""
+
+    url: str
+    database: str = "session_assets"
+    events_table: str = "events"
+    lock_timeout_seconds: float = 120.0
+
+    def client(self) -> Client:
+        client = clickhouse.get_client(self.url, self.database, self.lock_timeout_seconds)
+        _ensure_clickhouse_schema(self, client)
+        return client
+
+    @property
+    def events(self) -> clickhouse.TableRef:
+        return clickhouse.TableRef.parse(self.events_table, self.database)
+
+    def table_params(self) -> dict[str, str]:
+        return {**self.events.params("events"), "db": self.database}
+
+    def query(self, name: str, **params: Any) -> QueryResult:
+        """Run `sql/clickhouse/<name>.sql` with bound parameters."""
+        text = sql.load(f"clickhouse/{name}.sql")
+        return self.client().query(text, parameters=self._bind(text, params))
+
+    def command(self, name: str, **params: Any) -> Any:
+        text = sql.load(f"clickhouse/{name}.sql")
+        return self.client().command(text, parameters=self._bind(text, params))
+
+    def _bind(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
+        merged = {**self.table_params(), **params}
+        return {k: v for k, v in merged.items() if "{" + k + ":" in text}
+
+
+_schema_ready: set[tuple[str, str, str]] = set()
+
+
+def _ensure_clickhouse_schema(resource: ClickHouseResource, client: Client) -> None:
+    key = (resource.url, resource.database, resource.events_table)
+    if key not in _schema_ready:
+        clickhouse.apply_schema(client, resource.table_params())
+        _schema_ready.add(key)
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """Scanners, observations, batches and quotas. Empty `url`: the embedded pgserver."""
+
+    url: str = ""
+    home: str = ""
+    pool_max_size: int = 8
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        return postgres.embedded_server_url(Path(self.home or settings.load_settings().home) / "postgres")
+
+    def pool(self) -> ConnectionPool:
+        pool = postgres.get_pool(self.resolved_url(), max_size=self.pool_max_size)
+        if id(pool) not in _migrated_pools:
+            postgres.apply_migrations(pool)
+            _migrated_pools.add(id(pool))
+        return pool
+
+
+_migrated_pools: set[int] = set()
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """Observation batch objects: `file:///folder` or `s3://bucket/prefix` (dagster-aws)."""
+
+    url: str
+    s3: dg.ResourceDependency[S3Resource]
+
+    @property
+    def _parsed(self):
+        parsed = urlparse(self.url)
+        if parsed.scheme not in ("file", "s3"):
+            raise ValueError(f"SESSION_ASSETS_OBJECT_STORE_URL={self.url!r}: expected file:///path or s3://bucket/prefix")
+        return parsed
+
+    @property
+    def is_s3(self) -> bool:
+        return self._parsed.scheme == "s3"
+
+    def location(self, key: str) -> str:
+        """Where `key` lives, as a URL an operator can paste."""
+        return f"{self.url.rstrip('/')}/{key}"
+
+    def put(self, key: str, body: bytes) -> None:
+        if self.is_s3:
+            bucket, prefix = self._bucket_prefix()
+            self.s3.get_client().put_object(Bucket=bucket, Key=prefix + key, Body=body)
+            return
+        path = self._local_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees half an object, a retry overwrites.
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as handle:
+            handle.write(body)
+        os.replace(handle.name, path)
+
+    def get(self, key: str) -> bytes:
+        if self.is_s3:
+            bucket, prefix = self._bucket_prefix()
+            return self.s3.get_client().get_object(Bucket=bucket, Key=prefix + key)["Body"].read()
+        return self._local_path(key).read_bytes()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        if self.is_s3:
+            bucket, root = self._bucket_prefix()
+            paginator = self.s3.get_client().get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=root + prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"][len(root) :]
+            return
+        base = self._local_path("")
+        for path in sorted(base.rglob("*")):
+            key = path.relative_to(base).as_posix()
+            if path.is_file() and key.startswith(prefix) and not path.name.startswith(".tmp-"):
+                yield key
+
+    def _bucket_prefix(self) -> tuple[str, str]:
+        prefix = self._parsed.path.strip("/")
+        return self._parsed.netloc, (prefix + "/" if prefix else "")
+
+    def _local_path(self, key: str) -> Path:
+        return Path(self._parsed.path) / key
+
+
+def build_resources() -> dict[str, Any]:
+    """The resources of the code location, from `SESSION_ASSETS_*` variables."""
+    s = settings.load_settings()
+    return {
+        "clickhouse": ClickHouseResource(
+            url=env_or(settings.CLICKHOUSE_URL_VAR, s.clickhouse_url),
+            database=env_or(settings.CLICKHOUSE_DATABASE_VAR, s.clickhouse_database),
+            events_table=env_or(settings.EVENTS_TABLE_VAR, s.events_table),
+        ),
+        "postgres": PostgresResource(url=env_or(settings.POSTGRES_URL_VAR, ""), home=str(s.home)),
+        "object_store": ObjectStoreResource(
+            url=env_or(settings.OBJECT_STORE_URL_VAR, s.object_store_url),
+            s3=S3Resource(),
+        ),
+    }

@@ -1,0 +1,72 @@
+"""Environment variables and their embedded defaults (SPEC §3).
+
+Read once, at definitions load or CLI start-up; resources carry the values from
+there on. Defaults derive from `SESSION_ASSETS_HOME` so that one folder holds
+the whole embedded stack.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Mapping
+
+HOME_VAR = "SESSION_ASSETS_HOME"
+CLICKHOUSE_URL_VAR = "SESSION_ASSETS_CLICKHOUSE_URL"
+CLICKHOUSE_DATABASE_VAR = "SESSION_ASSETS_CLICKHOUSE_DATABASE"
+EVENTS_TABLE_VAR = "SESSION_ASSETS_EVENTS_TABLE"
+POSTGRES_URL_VAR = "SESSION_ASSETS_POSTGRES_URL"
+DAGSTER_POSTGRES_URL_VAR = "SESSION_ASSETS_DAGSTER_POSTGRES_URL"
+OBJECT_STORE_URL_VAR = "SESSION_ASSETS_OBJECT_STORE_URL"
+START_DATE_VAR = "SESSION_ASSETS_START_DATE"
+MAX_CONCURRENT_RUNS_VAR = "SESSION_ASSETS_MAX_CONCURRENT_RUNS"
+
+DEFAULT_START_DATE = "2024-01-01"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    clickhouse_url: str
+    clickhouse_database: str
+    events_table: str
+    postgres_url: str  # empty: the embedded pgserver in home/postgres
+    object_store_url: str
+    start_date: date
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url.startswith("chdb:")
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return not self.postgres_url
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def postgres_data_dir(self) -> Path:
+        return self.home / "postgres"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    home = Path(env.get(HOME_VAR) or "./.session_assets").expanduser().resolve()
+    start = env.get(START_DATE_VAR) or DEFAULT_START_DATE
+    try:
+        start_date = date.fromisoformat(start)
+    except ValueError:
+        raise ValueError(f"{START_DATE_VAR}={start!r} is not a date (expected YYYY-MM-DD)") from None
+    return Settings(
+        home=home,
+        clickhouse_url=env.get(CLICKHOUSE_URL_VAR) or f"chdb://{home / 'clickhouse'}",
+        clickhouse_database=env.get(CLICKHOUSE_DATABASE_VAR) or "session_assets",
+        events_table=env.get(EVENTS_TABLE_VAR) or "events",
+        postgres_url=env.get(POSTGRES_URL_VAR) or "",
+        object_store_url=env.get(OBJECT_STORE_URL_VAR) or f"file://{home / 'objects'}",
+        start_date=start_date,
+    )

@@ -1,0 +1,37 @@
+-- Recompute rollup rows from raw events as of {as_of}: for the whole day range
+-- when {full} is true, else only the (team, session, day) keys that received
+-- events inserted in ({since}, {as_of}]. Each row is a complete aggregation.
+INSERT INTO session_counter_rollups (
+    team_id, day, session_id, distinct_id,
+    event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
+    ai_generation_count, input_tokens, output_tokens, cost_usd,
+    first_timestamp, last_timestamp, max_inserted_at,
+    entry_url, computed_as_of
+)
+SELECT
+    team_id,
+    toDate(timestamp) AS day,
+    `$session_id` AS session_id,
+    argMin(distinct_id, timestamp) AS distinct_id,
+    -- @include fragments/session_counters.sql
+    ,
+    argMinIf(JSONExtractString(properties, '$current_url'), timestamp, event = '$pageview') AS entry_url,
+    {as_of:DateTime64(6, 'UTC')} AS computed_as_of
+FROM {events_db:Identifier}.{events_table:Identifier}
+WHERE timestamp >= {range_start:DateTime64(6, 'UTC')}
+  AND timestamp < {range_end:DateTime64(6, 'UTC')}
+  AND toDate(timestamp) IN {days:Array(Date)}
+  AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
+  AND (
+      {full:Bool}
+      OR (team_id, `$session_id`, toDate(timestamp)) IN (
+          SELECT team_id, `$session_id`, toDate(timestamp)
+          FROM {events_db:Identifier}.{events_table:Identifier}
+          WHERE timestamp >= {range_start:DateTime64(6, 'UTC')}
+            AND timestamp < {range_end:DateTime64(6, 'UTC')}
+            AND toDate(timestamp) IN {days:Array(Date)}
+            AND inserted_at > {since:DateTime64(6, 'UTC')}
+            AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
+      )
+  )
+GROUP BY team_id, day, session_id

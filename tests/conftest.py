@@ -1,0 +1,113 @@
+"""Real stores for every test: one chDB path and one pgserver per test session,
+a fresh ClickHouse database and Postgres database per test, and moto's S3
+server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import boto3
+import dagster as dg
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from session_assets import clickhouse, postgres
+from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+
+# Test credentials for the loopback S3 server; tests grep for them in logs.
+TEST_AWS_KEY_ID = "testing-key-id"
+TEST_AWS_SECRET = "testing-secret-key"
+
+
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def chdb_url(stack_home: Path) -> Iterator[str]:
+    yield f"chdb://{stack_home / 'clickhouse'}"
+    clickhouse.close_clients()
+
+
+@pytest.fixture
+def clickhouse_resource(chdb_url: str) -> ClickHouseResource:
+    """A ClickHouse database of its own, on the session's chDB path."""
+    return ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(stack_home: Path) -> Iterator[str]:
+    url = postgres.embedded_server_url(stack_home / "postgres", database="postgres")
+    yield url
+    postgres.close_pools()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> str:
+    """A fresh Postgres database on the session's pgserver."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.ensure_database(postgres_admin_url, name)
+    return postgres.with_database(postgres_admin_url, name)
+
+
+@pytest.fixture
+def postgres_resource(postgres_url: str) -> PostgresResource:
+    return PostgresResource(url=postgres_url)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 API server on a free loopback port, with test credentials in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=TEST_AWS_KEY_ID, AWS_SECRET_ACCESS_KEY=TEST_AWS_SECRET, AWS_DEFAULT_REGION="us-east-1"
+    )
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    name = f"bucket-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def local_object_store(tmp_path: Path) -> ObjectStoreResource:
+    return ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+
+
+@pytest.fixture
+def s3_object_store(s3_endpoint: str, s3_bucket: str) -> ObjectStoreResource:
+    return ObjectStoreResource(
+        url=f"s3://{s3_bucket}/prefix", s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1")
+    )
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
