@@ -11,6 +11,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from session_assets.assets.rollups import day_start, session_counter_rollups
+from session_assets.partitions import daily_partitions_def
 from session_assets.resources import ClickHouseResource
 from session_assets.run_context import latest_materialization, metadata_time
 
@@ -26,6 +27,7 @@ def rollup_check_scope(materialized_by_this_run: bool, mode: str, complete: bool
 
 @dg.asset_check(
     asset=session_counter_rollups,
+    partitions_def=daily_partitions_def,
     description=(
         "Rollup counters equal a fresh aggregation of the raw events (inserted up to the partition's "
         "covered_until). With a sweep, only the sessions that run recomputed are compared; when the day "
@@ -35,7 +37,7 @@ def rollup_check_scope(materialized_by_this_run: bool, mode: str, complete: bool
 def rollup_counters_match_events(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource
 ) -> dg.AssetCheckResult:
-    partition_key = context.op_execution_context.partition_key
+    partition_key = context.partition_key
     day = date.fromisoformat(partition_key)
     latest = latest_materialization(context.instance, session_counter_rollups.key, partition_key)
     if latest is None:
@@ -43,7 +45,7 @@ def rollup_counters_match_events(
     values, run_id = latest
     as_of = metadata_time(values["covered_until"])
     scope = rollup_check_scope(
-        materialized_by_this_run=run_id == context.run_id,
+        materialized_by_this_run=run_id == context.run.run_id,
         mode=str(values.get("mode")),
         complete=bool(values.get("complete")),
         was_complete=_was_complete_before(context, partition_key, run_id),

@@ -552,6 +552,8 @@ class _BulkTables:
         self.input_tokens = np.array([f'{i},"$ai_output_tokens":' for i in range(_MAX_INPUT_TOKENS + 1)], dtype=object)
         self.output_tokens = np.array([f'{i},"$ai_latency":' for i in range(_MAX_OUTPUT_TOKENS + 1)], dtype=object)
         self.latency_ms = np.array([f'{ms / 1000:.3f},"$ai_total_cost_usd":' for ms in range(100_001)], dtype=object)
+        self.nano_hi = np.array([f"0.{hi:05d}" for hi in range(100_000)], dtype=object)
+        self.nano_lo = np.array([f"{lo:04d}}}" for lo in range(10_000)], dtype=object)
 
     @classmethod
     def get(cls) -> _BulkTables:
@@ -590,7 +592,7 @@ def _uuid_hex36(raw: np.ndarray) -> np.ndarray:
 def uuid_bytes_to_strings(values: np.ndarray) -> list[str]:
     """Canonical UUID strings from a bulk `uuid` column (numpy 'V16')."""
     raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1, 16)
-    return np.char.decode(_uuid_hex36(raw), "ascii").tolist()
+    return _uuid_hex36(raw).astype("U36").tolist()
 
 
 def uuid_bytes_to_uuids(values: np.ndarray) -> list[uuid.UUID]:
@@ -608,13 +610,17 @@ def generate_bulk_events(
 ) -> dict[str, np.ndarray]:
     """Exactly `n_events` events with timestamps inside the UTC `day`, numpy-vectorised.
 
-    Column types (all 1-D numpy arrays of length n_events, sorted by timestamp):
+    Column types (all 1-D numpy arrays of length n_events):
     `uuid` dtype 'V16', the UUIDv7's 16 big-endian bytes (`bytes(a[i])`, or
     `uuid_bytes_to_strings` / `uuid_bytes_to_uuids` to convert);
     `event`/`properties`/`distinct_id`/`$session_id` object arrays of str;
     `timestamp`/`inserted_at` datetime64[us], meaning UTC; `team_id` int64.
+
+    Rows are grouped by session, sessions ordered by start time; rows are NOT
+    globally sorted by timestamp (sorting 5M Python strings costs seconds).
     inserted_at = timestamp + 0.5-10 s (may spill past midnight); no late rows.
     Sessions are short (geometric, ~14 events) and never cross midnight.
+    `$ai_total_cost_usd` is written with exactly 9 decimals (e.g. 0.000197700).
     """
     if n_events < 0:
         raise ValueError(f"n_events must be >= 0, got {n_events}")
@@ -623,7 +629,7 @@ def generate_bulk_events(
     rng = np.random.default_rng(seed)
     tables = _BulkTables.get()
     n = n_events
-    day_start = (date.fromordinal(day.toordinal()) - date(1970, 1, 1)).days * _DAY
+    day_start = (date(day.year, day.month, day.day) - date(1970, 1, 1)).days * _DAY
 
     # Session sizes: geometric (mean 14) so a few sessions are long, most short.
     n_guess = n // 14 + 64
@@ -635,7 +641,7 @@ def generate_bulk_events(
     sizes = sizes[:n_sessions]
     if n_sessions:
         sizes[-1] -= ends[n_sessions - 1] - n
-    first = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    first = np.cumsum(sizes) - sizes
     sess = np.repeat(np.arange(n_sessions, dtype=np.int32), sizes)
     is_first = np.zeros(n, dtype=bool)
     is_first[first] = True
@@ -644,7 +650,7 @@ def generate_bulk_events(
     team_ids = np.asarray(teams, dtype=np.int64)
     team_w = rng.uniform(0.8, 1.2, len(team_ids))
     s_team = rng.choice(len(team_ids), n_sessions, p=team_w / team_w.sum())
-    s_kind = rng.choice(3, n_sessions, p=[0.72, 0.14, 0.14])
+    s_kind = rng.choice(3, n_sessions, p=[0.78, 0.10, 0.12])
     s_ua = rng.choice(len(_UA_PROFILES), n_sessions, p=np.array(_UA_WEIGHTS) / sum(_UA_WEIGHTS))
     # Zipf-ish users: a heavy head of returning users within each team's pool.
     pool = max(5, int(n_sessions * 0.45 / len(team_ids)))
@@ -658,10 +664,13 @@ def generate_bulk_events(
     offsets = np.cumsum(gaps)
     offsets -= np.repeat(offsets[first], sizes)
     duration = offsets[first + sizes - 1] if n_sessions else np.zeros(0, dtype=np.int64)
+    # Sorted starts keep rows roughly in time order at session granularity; only
+    # the few sessions pulled back to end before midnight break the order.
     hour_p = np.array(_HOUR_WEIGHTS) / sum(_HOUR_WEIGHTS)
-    s_start = rng.choice(24, n_sessions, p=hour_p) * _HOUR + rng.integers(0, _HOUR, n_sessions)
+    s_start = np.sort(rng.choice(24, n_sessions, p=hour_p) * _HOUR + rng.integers(0, _HOUR, n_sessions))
     s_start = np.clip(np.minimum(s_start, _DAY - 1 - duration), 0, None)
     ts_us = day_start + np.minimum(s_start[sess] + offsets, _DAY - 1)
+    del gaps, offsets
 
     # Event codes by session kind; every non-AI session opens with a pageview.
     codes = np.empty(n, dtype=np.int8)
@@ -671,27 +680,23 @@ def generate_bulk_events(
         mask = ev_kind == kind
         codes[mask] = np.searchsorted(_BULK_MIX[kind], u[mask], side="right")
     codes[is_first & (ev_kind != 1)] = _PV
+    del u, ev_kind, is_first
 
     # Session-level JSON heads and ids.
     s_ms = (day_start + s_start) // 1000
-    sid_text = np.char.decode(_uuid_hex36(_uuid7_bytes(s_ms, rng)), "ascii").astype(object)
-    trace_text = np.char.decode(_uuid_hex36(_uuid7_bytes(s_ms, rng)), "ascii").tolist()
+    sid_list = _uuid_hex36(_uuid7_bytes(s_ms, rng)).astype("U36").tolist()
+    trace_list = _uuid_hex36(_uuid7_bytes(s_ms, rng)).astype("U36").tolist()
     ua_heads = [
         f',"$lib":"web","$lib_version":"{_WEB_LIB_VERSION}","$browser":"{b}","$os":"{o}","$device_type":"{d}","$screen_width":{w}'
         for b, o, d, w in _UA_PROFILES
     ]
-    web_head = np.array(
-        ['{"$session_id":"' + s + '"' + ua_heads[k] for s, k in zip(sid_text.tolist(), s_ua.tolist(), strict=True)],
-        dtype=object,
-    )
-    py_head = np.array(
-        [
-            '{"$session_id":"' + s + f'","$lib":"posthog-python","$lib_version":"{_PY_LIB_VERSION}","$ai_trace_id":"' + t + '"'
-            for s, t in zip(sid_text.tolist(), trace_text, strict=True)
-        ],
-        dtype=object,
-    )
-    user_text = np.array([f"user-{team_ids[t]}-{k}" for t, k in zip(s_team.tolist(), s_user.tolist(), strict=True)], dtype=object)
+    py_mid = f'","$lib":"posthog-python","$lib_version":"{_PY_LIB_VERSION}","$ai_trace_id":"'
+    web_head = np.array(['{"$session_id":"' + s + '"' + ua_heads[k] for s, k in zip(sid_list, s_ua.tolist())], dtype=object)
+    py_head = np.array(['{"$session_id":"' + s + py_mid + t + '"' for s, t in zip(sid_list, trace_list)], dtype=object)
+    teams_list = team_ids.tolist()
+    user_text = np.array([f"user-{teams_list[t]}-{k}" for t, k in zip(s_team.tolist(), s_user.tolist())], dtype=object)
+    sid_text = np.array(sid_list, dtype=object)
+    del trace_list
 
     # Per-event JSON tails from the pre-rendered tables.
     path = rng.integers(0, len(_ALL_PATHS), n)
@@ -707,6 +712,7 @@ def generate_bulk_events(
     idx = np.flatnonzero(codes == _AC)
     variant = rng.choice(len(_AUTOCAPTURE_VARIANTS), len(idx), p=_AUTOCAPTURE_P)
     tail[idx] = tables.autocapture[path[idx] * len(_AUTOCAPTURE_VARIANTS) + variant]
+    del path, idx, variant
 
     ai = np.flatnonzero(codes == _AI)
     model = rng.choice(len(_AI_MODELS), len(ai), p=np.array(_AI_MODEL_WEIGHTS) / sum(_AI_MODEL_WEIGHTS))
@@ -715,28 +721,30 @@ def generate_bulk_events(
     latency_ms = np.clip(300 + out_tok * rng.uniform(4, 20, len(ai)), 100, 100_000).astype(np.int64)
     price_in = np.array([m[2] for m in _AI_MODELS])[model]
     price_out = np.array([m[3] for m in _AI_MODELS])[model]
-    cost = np.round(in_tok * price_in, 9) + np.round(out_tok * price_out, 9)
-    cost_text = np.array([_fmt_usd(c) + "}" for c in cost.tolist()], dtype=object)
-    tail[ai] = tables.ai_model[model] + tables.input_tokens[in_tok] + tables.output_tokens[out_tok] + tables.latency_ms[latency_ms] + cost_text
+    # Whole nano-dollars, rendered "0." + 5 digits + 4 digits from lookup tables
+    # (costs stay far below $1: at most 16k input and 4k output tokens).
+    nano = np.rint(in_tok * price_in * 1e9).astype(np.int64) + np.rint(out_tok * price_out * 1e9).astype(np.int64)
+    tail[ai] = (
+        tables.ai_model[model]
+        + tables.input_tokens[in_tok]
+        + tables.output_tokens[out_tok]
+        + tables.latency_ms[latency_ms]
+        + tables.nano_hi[nano // 10_000]
+        + tables.nano_lo[nano % 10_000]
+    )
 
     head = web_head[sess]
     head[ai] = py_head[sess[ai]]
     properties = head + tail
-    del head, tail
+    del head, tail, web_head, py_head
 
-    # Time order, as an ingestion pipeline would deliver the day.
-    order = np.argsort(ts_us, kind="stable")
-    ts_us = ts_us[order]
-    sess_sorted = sess[order]
-    uuids = _uuid7_bytes(ts_us // 1000, rng).view("V16").ravel()
-    inserted_us = ts_us + rng.integers(_S // 2, 10 * _S + 1, n)
     return {
-        "uuid": uuids,
-        "event": _BULK_EVENTS[codes[order]],
-        "properties": properties[order],
+        "uuid": _uuid7_bytes(ts_us // 1000, rng).view("V16").ravel(),
+        "event": _BULK_EVENTS[codes],
+        "properties": properties,
         "timestamp": ts_us.astype("datetime64[us]"),
-        "team_id": team_ids[s_team[sess_sorted]],
-        "distinct_id": user_text[sess_sorted],
-        "$session_id": sid_text[sess_sorted],
-        "inserted_at": inserted_us.astype("datetime64[us]"),
+        "team_id": team_ids[s_team[sess]],
+        "distinct_id": user_text[sess],
+        "$session_id": sid_text[sess],
+        "inserted_at": (ts_us + rng.integers(_S // 2, 10 * _S + 1, n)).astype("datetime64[us]"),
     }

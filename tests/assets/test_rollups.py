@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import dagster as dg
+import pandas as pd
+
+from session_assets.assets import session_counter_rollups
+from session_assets.assets.rollups import INCREMENTAL_OVERLAP, LATE_HORIZON, SETTLE, is_complete, plan_rollup
+from session_assets.checks import rollup_counters_match_events
+from session_assets.partitions import daily_partitions_def
+from tests.support import (
+    at,
+    check_evaluation,
+    event,
+    expected_rollups,
+    insert_rows,
+    materialize_rollup,
+    rollup_metadata,
+    rollups_frame,
+)
+
+DAY = date(2024, 3, 1)
+START = date(2024, 1, 1)
+
+
+# --- the pure decisions -------------------------------------------------------
+
+
+def test_first_run_and_backfill_recompute_the_whole_day():
+    as_of = at("2024-03-01T12:00:00")
+    assert plan_rollup(DAY, as_of, None, backfill=False, start_date=START).mode == "full"
+    assert plan_rollup(DAY, as_of, at("2024-03-01T11:00:00"), backfill=True, start_date=START).mode == "full"
+
+
+def test_a_later_sweep_is_incremental_from_the_previous_covered_until_with_overlap():
+    previous = at("2024-03-01T11:55:00")
+    plan = plan_rollup(DAY, at("2024-03-01T12:00:00"), previous, backfill=False, start_date=START)
+    assert plan.mode == "incremental"
+    assert plan.since == previous - INCREMENTAL_OVERLAP
+    assert plan.late_horizon_start == at("2024-03-01T00:00:00") - LATE_HORIZON
+
+
+def test_late_horizon_never_reaches_before_the_start_date():
+    plan = plan_rollup(date(2024, 1, 2), at("2024-01-02T12:00:00"), at("2024-01-02T11:00:00"), False, START)
+    assert plan.late_horizon_start == at("2024-01-01T00:00:00")
+
+
+def test_re_running_an_older_as_of_recomputes_fully():
+    plan = plan_rollup(DAY, at("2024-03-01T10:00:00"), at("2024-03-01T12:00:00"), backfill=False, start_date=START)
+    assert plan.mode == "full"
+
+
+def test_day_is_complete_exactly_at_day_end_plus_settle():
+    day_end = at("2024-03-02T00:00:00")
+    assert is_complete(DAY, day_end + SETTLE)
+    assert not is_complete(DAY, day_end + SETTLE - timedelta(microseconds=1))
+
+
+# --- the asset on real chDB ----------------------------------------------------
+
+
+def _two_day_history():
+    """Sessions within a day, across midnight, of two teams sharing a session id, with AI numbers."""
+    rows = [
+        event("$pageview", at("2024-03-01T10:00:00"), "s-web", properties={"$current_url": "https://shop/a"}),
+        event("$autocapture", at("2024-03-01T10:00:05"), "s-web"),
+        event("$rageclick", at("2024-03-01T10:00:06"), "s-web"),
+        event("$pageview", at("2024-03-01T10:01:00"), "s-web", properties={"$current_url": "https://shop/b"}),
+        event("$exception", at("2024-03-01T10:02:00"), "s-web"),
+        event(
+            "$ai_generation",
+            at("2024-03-01T23:50:00"),
+            "s-midnight",
+            properties={"$ai_input_tokens": 100, "$ai_output_tokens": "40", "$ai_total_cost_usd": 0.000123456},
+        ),
+        event(
+            "$ai_generation",
+            at("2024-03-02T00:10:00"),
+            "s-midnight",
+            properties={"$ai_input_tokens": 7, "$ai_output_tokens": 3, "$ai_total_cost_usd": "0.5"},
+        ),
+        event("$pageview", at("2024-03-01T11:00:00"), "s-web", team_id=2, distinct_id="other-team"),
+    ]
+    return rows
+
+
+def test_counters_equal_an_independent_pandas_aggregation(instance, clickhouse_resource):
+    rows = _two_day_history()
+    insert_rows(clickhouse_resource, rows)
+    as_of = at("2024-03-03T00:35:00")  # the second day just settled
+    for day in ("2024-03-01", "2024-03-02"):
+        result = materialize_rollup(instance, clickhouse_resource, day, as_of)
+        assert check_evaluation(result).passed
+    pd.testing.assert_frame_equal(rollups_frame(clickhouse_resource), expected_rollups(rows, as_of))
+    meta = rollup_metadata(result)
+    assert meta["complete"] is True and meta["mode"] == "full"
+    assert (meta["sessions"], meta["events"]) == (1, 1)
+
+    sessions = clickhouse_resource.client().query(
+        "SELECT team_id, session_id, `start`, `end`, duration_s, ai_generation_count, input_tokens, cost_usd "
+        "FROM sessions WHERE session_id = 's-midnight'"
+    ).result_rows
+    assert len(sessions) == 1
+    _, _, start, end, duration, turns, tokens, cost = sessions[0]
+    assert (duration, turns, tokens) == (20 * 60, 2, 107)
+    assert str(cost.normalize()) == "0.500123456"
+
+
+def test_materializing_twice_changes_nothing(instance, clickhouse_resource):
+    rows = _two_day_history()
+    insert_rows(clickhouse_resource, rows)
+    as_of = at("2024-03-02T06:00:00")
+    materialize_rollup(instance, clickhouse_resource, DAY, as_of)
+    first = rollups_frame(clickhouse_resource, DAY)
+    again = materialize_rollup(instance, clickhouse_resource, DAY, as_of)  # same as-of: a re-execution
+    later = materialize_rollup(instance, clickhouse_resource, DAY, as_of + timedelta(hours=1))  # nothing new
+    pd.testing.assert_frame_equal(rollups_frame(clickhouse_resource, DAY), first)
+    assert rollup_metadata(again)["sessions"] == rollup_metadata(later)["sessions"] == len(first)
+    assert rollup_metadata(later)["mode"] == "incremental" and rollup_metadata(later)["rows"] == 0
+
+
+def test_incremental_sweep_recomputes_only_sessions_with_new_events(instance, clickhouse_resource):
+    t1 = at("2024-03-01T12:00:00")
+    base = [event("$pageview", at("2024-03-01T09:00:00") + timedelta(minutes=i), f"s{i}") for i in range(20)]
+    insert_rows(clickhouse_resource, base)
+    assert rollup_metadata(materialize_rollup(instance, clickhouse_resource, DAY, t1))["rows"] == 20
+
+    t2 = t1 + timedelta(minutes=5)
+    new = [
+        event("$exception", at("2024-03-01T11:58:00"), "s3", inserted_at=t1 + timedelta(minutes=1)),
+        event("$pageview", at("2024-03-01T11:59:00"), "s-new", inserted_at=t1 + timedelta(minutes=2)),
+        # inserted after t2: invisible to the sweep as of t2
+        event("$pageview", at("2024-03-01T11:59:30"), "s4", inserted_at=t2 + timedelta(seconds=1)),
+    ]
+    insert_rows(clickhouse_resource, new)
+    result = materialize_rollup(instance, clickhouse_resource, DAY, t2)
+    meta = rollup_metadata(result)
+    assert meta["mode"] == "incremental"
+    assert meta["rows"] == 2  # s3 and s-new only
+    assert check_evaluation(result).passed
+    assert check_evaluation(result).metadata["sessions_compared"].value == 2
+    recomputed = clickhouse_resource.client().query(
+        "SELECT session_id FROM session_counter_rollups FINAL WHERE computed_as_of = {t:DateTime64(6, 'UTC')} ORDER BY session_id",
+        parameters={"t": t2},
+    ).result_rows
+    assert [r[0] for r in recomputed] == ["s-new", "s3"]
+    pd.testing.assert_frame_equal(rollups_frame(clickhouse_resource, DAY), expected_rollups(base + new, t2, DAY))
+
+
+def test_late_events_re_roll_their_day_and_are_named(instance, clickhouse_resource):
+    early = [event("$pageview", at("2024-03-01T10:00:00"), "old"), event("$pageview", at("2024-03-02T10:00:00"), "new")]
+    insert_rows(clickhouse_resource, early)
+    t1 = at("2024-03-02T12:00:00")
+    materialize_rollup(instance, clickhouse_resource, "2024-03-01", t1)
+    materialize_rollup(instance, clickhouse_resource, "2024-03-02", t1)
+
+    late = [event("$exception", at("2024-03-01T10:05:00"), "old", inserted_at=t1 + timedelta(minutes=3))]
+    insert_rows(clickhouse_resource, late)
+    t2 = t1 + timedelta(minutes=5)
+    meta = rollup_metadata(materialize_rollup(instance, clickhouse_resource, "2024-03-02", t2))
+    assert meta["late_days"] == ["2024-03-01"]
+    pd.testing.assert_frame_equal(
+        rollups_frame(clickhouse_resource, DAY), expected_rollups(early + late, t2, DAY)
+    )
+
+
+def test_an_older_computation_never_overwrites_a_newer_one(instance, clickhouse_resource):
+    """A backfill racing a sweep: whichever lands last, the newest as-of wins."""
+    t1 = at("2024-03-01T12:00:00")
+    rows = [event("$pageview", at("2024-03-01T10:00:00"), "s1")]
+    late = [event("$pageview", at("2024-03-01T10:01:00"), "s1", inserted_at=t1 + timedelta(minutes=1))]
+    insert_rows(clickhouse_resource, rows + late)
+    t2 = t1 + timedelta(minutes=5)
+    materialize_rollup(instance, clickhouse_resource, DAY, t2)
+    materialize_rollup(instance, clickhouse_resource, DAY, t1, backfill=True)  # lands after, older as-of
+    pd.testing.assert_frame_equal(rollups_frame(clickhouse_resource, DAY), expected_rollups(rows + late, t2, DAY))
+
+
+def test_the_check_fails_when_a_counter_drifts(instance, clickhouse_resource):
+    rows = _two_day_history()
+    insert_rows(clickhouse_resource, rows)
+    as_of = at("2024-03-01T18:00:00")
+    assert check_evaluation(materialize_rollup(instance, clickhouse_resource, DAY, as_of)).passed
+    clickhouse_resource.client().command(
+        "ALTER TABLE session_counter_rollups UPDATE event_count = event_count + 1 WHERE session_id = 's-web' "
+        "AND team_id = 1 SETTINGS mutations_sync = 1"
+    )
+    # Launched on its own, the check compares the whole day.
+    check_job = dg.define_asset_job(
+        "check_only", selection=dg.AssetSelection.checks(rollup_counters_match_events), partitions_def=daily_partitions_def
+    )
+    defs = dg.Definitions(
+        assets=[session_counter_rollups],
+        asset_checks=[rollup_counters_match_events],
+        jobs=[check_job],
+        resources={"clickhouse": clickhouse_resource},
+    )
+    # As the UI launches it: a check-only run tagged with the partition.
+    result = defs.resolve_job_def("check_only").execute_in_process(
+        tags={"dagster/partition": str(DAY)}, instance=instance, raise_on_error=False
+    )
+    evaluation = check_evaluation(result)
+    assert not evaluation.passed
+    assert evaluation.metadata["scope"].value == "full"
+    assert evaluation.metadata["counters_differ"].value == 1
+    assert evaluation.metadata["examples"].value == ["1/s-web"]
+
+
+def test_backfill_tag_recomputes_the_whole_day(instance, clickhouse_resource):
+    day = "2024-03-01"
+    insert_rows(clickhouse_resource, _two_day_history())
+    t1 = at("2024-03-01T12:00:00")
+    materialize_rollup(instance, clickhouse_resource, day, t1)
+    meta = rollup_metadata(materialize_rollup(instance, clickhouse_resource, day, t1 + timedelta(hours=1), backfill=True))
+    assert meta["mode"] == "full" and meta["rows"] == meta["sessions"] == 2  # s-midnight not yet inserted at t1

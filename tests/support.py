@@ -1,0 +1,185 @@
+"""Shared test helpers: building events, materializing partitions, and an
+independent pandas aggregation to compare the rollups with."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Iterable, Mapping
+
+import dagster as dg
+import pandas as pd
+
+from session_assets.assets import events, session_counter_rollups
+from session_assets.checks import rollup_counters_match_events
+from session_assets.events_io import EVENT_COLUMNS, insert_events
+from session_assets.resources import ClickHouseResource
+from session_assets.run_context import AS_OF_TAG, BACKFILL_TAG
+
+UTC = timezone.utc
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def event(
+    name: str,
+    ts: datetime,
+    session_id: str,
+    *,
+    team_id: int = 1,
+    distinct_id: str = "user-1",
+    properties: Mapping[str, Any] | None = None,
+    inserted_at: datetime | None = None,
+) -> dict[str, Any]:
+    props = {"$session_id": session_id, **(properties or {})}
+    return {
+        "uuid": uuid.uuid4(),
+        "event": name,
+        "properties": json.dumps(props),
+        "timestamp": ts,
+        "team_id": team_id,
+        "distinct_id": distinct_id,
+        "$session_id": session_id,
+        "inserted_at": inserted_at or ts + timedelta(seconds=2),
+    }
+
+
+def insert_rows(clickhouse: ClickHouseResource, rows: Iterable[Mapping[str, Any]]) -> None:
+    rows = list(rows)
+    columns = {name: [row[name] for row in rows] for name in EVENT_COLUMNS}
+    insert_events(clickhouse.client(), clickhouse.events, columns)
+
+
+def materialize_rollup(
+    instance: dg.DagsterInstance,
+    clickhouse: ClickHouseResource,
+    day: date | str,
+    as_of: datetime,
+    *,
+    backfill: bool = False,
+    with_check: bool = True,
+) -> dg.ExecuteInProcessResult:
+    tags = {AS_OF_TAG: as_of.isoformat()}
+    if backfill:
+        tags[BACKFILL_TAG] = "test-backfill"
+    selection = [session_counter_rollups.key]
+    assets: list[Any] = [events, session_counter_rollups]
+    if with_check:
+        assets.append(rollup_counters_match_events)
+    result = dg.materialize(
+        assets,
+        selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks(rollup_counters_match_events)
+        if with_check
+        else dg.AssetSelection.assets(*selection),
+        partition_key=str(day),
+        resources={"clickhouse": clickhouse},
+        instance=instance,
+        tags=tags,
+    )
+    assert result.success
+    return result
+
+
+def rollup_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    (materialization,) = result.asset_materializations_for_node("session_counter_rollups")
+    return {key: value.value for key, value in materialization.metadata.items()}
+
+
+def check_evaluation(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
+COUNTER_COLUMNS = [
+    "event_count",
+    "pageview_count",
+    "autocapture_count",
+    "rageclick_count",
+    "exception_count",
+    "ai_generation_count",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "first_timestamp",
+    "last_timestamp",
+    "max_inserted_at",
+    "entry_url",
+    "distinct_id",
+]
+
+
+def rollups_frame(clickhouse: ClickHouseResource, day: date | None = None) -> pd.DataFrame:
+    """The rollup table as it reads now (FINAL), one row per (team, day, session)."""
+    where = "WHERE day = {day:Date}" if day else ""
+    result = clickhouse.client().query(
+        f"SELECT team_id, day, session_id, {', '.join(COUNTER_COLUMNS)} FROM session_counter_rollups FINAL {where}",
+        parameters={"day": day} if day else None,
+    )
+    frame = pd.DataFrame(result.result_rows, columns=result.column_names)
+    return _normalise(frame)
+
+
+def expected_rollups(rows: Iterable[Mapping[str, Any]], as_of: datetime, day: date | None = None) -> pd.DataFrame:
+    """Counters computed in pandas from the raw event dicts, sharing no code with the package."""
+    frame = pd.DataFrame(list(rows))
+    frame = frame[frame["inserted_at"] <= as_of].copy()
+    frame["day"] = [ts.date() for ts in frame["timestamp"]]
+    if day is not None:
+        frame = frame[frame["day"] == day]
+    props = [json.loads(p) for p in frame["properties"]]
+    is_ai = frame["event"] == "$ai_generation"
+
+    def number(key: str, cast):
+        return [cast(p.get(key, 0)) if ai else cast(0) for p, ai in zip(props, is_ai)]
+
+    frame["input_tokens"] = number("$ai_input_tokens", int)
+    frame["output_tokens"] = number("$ai_output_tokens", int)
+    frame["cost_usd"] = number("$ai_total_cost_usd", lambda v: Decimal(str(v)))
+    frame["url"] = [p.get("$current_url", "") if e == "$pageview" else None for p, e in zip(props, frame["event"])]
+    out = []
+    for (team_id, day_value, session_id), group in frame.groupby(["team_id", "day", "$session_id"], sort=True):
+        group = group.sort_values("timestamp", kind="stable")
+        pageviews = group[group["event"] == "$pageview"]
+        out.append(
+            {
+                "team_id": team_id,
+                "day": day_value,
+                "session_id": session_id,
+                "event_count": len(group),
+                "pageview_count": int((group["event"] == "$pageview").sum()),
+                "autocapture_count": int((group["event"] == "$autocapture").sum()),
+                "rageclick_count": int((group["event"] == "$rageclick").sum()),
+                "exception_count": int((group["event"] == "$exception").sum()),
+                "ai_generation_count": int((group["event"] == "$ai_generation").sum()),
+                "input_tokens": int(sum(group["input_tokens"])),
+                "output_tokens": int(sum(group["output_tokens"])),
+                "cost_usd": sum(group["cost_usd"], Decimal(0)),
+                "first_timestamp": group["timestamp"].min(),
+                "last_timestamp": group["timestamp"].max(),
+                "max_inserted_at": group["inserted_at"].max(),
+                "entry_url": pageviews["url"].iloc[0] if len(pageviews) else "",
+                "distinct_id": group["distinct_id"].iloc[0],
+            }
+        )
+    return _normalise(pd.DataFrame(out, columns=["team_id", "day", "session_id", *COUNTER_COLUMNS]))
+
+
+def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in ("first_timestamp", "last_timestamp", "max_inserted_at"):
+        frame[column] = [_utc(v) for v in frame[column]]
+    frame["cost_usd"] = [Decimal(v).quantize(Decimal("1e-9")) for v in frame["cost_usd"]]
+    for column in COUNTER_COLUMNS:
+        if column.endswith("_count") or column.endswith("_tokens"):
+            frame[column] = frame[column].astype("int64")
+    frame["team_id"] = frame["team_id"].astype("int64")
+    return frame.sort_values(["team_id", "day", "session_id"]).reset_index(drop=True)
+
+
+def _utc(value: Any) -> datetime:
+    value = pd.Timestamp(value).to_pydatetime()
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
