@@ -17,6 +17,7 @@ the rollup SQL parses them with `toDecimal128OrNull(JSONExtractRaw(...))`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -56,9 +57,6 @@ _S = 1_000_000  # microseconds
 _MIN = 60 * _S
 _HOUR = 60 * _MIN
 _DAY = 24 * _HOUR
-# Largest gap we ever put between two events of one session; strictly below the
-# 30 min inactivity timeout so a session id never spans an idle period.
-_MAX_GAP = 28 * _MIN
 
 _HOST = "shop.example.com"
 _WEB_LIB_VERSION = "1.181.0"
@@ -192,6 +190,9 @@ class _Simulator:
 
     def _interaction_gap(self) -> int:
         return self._lognormal_us(8.0, 0.8, 0.3, 180.0)
+
+    # Every gap inside a session stays <= 25 min, below SESSION_INACTIVITY, so a
+    # session id never spans an idle period (PostHog would have rotated it).
 
     def _page_gap(self) -> int:
         # Mostly reading time, sometimes the user wanders off for a while.
@@ -398,7 +399,7 @@ class _Simulator:
         n_users = max(5, int(n_sessions * 0.45))
         # Zipf-like: a few heavy users, a long tail of one-off visitors.
         user_weights = [1.0 / (k + 1) ** 0.8 for k in range(n_users)]
-        cum_weights = list(np.cumsum(user_weights))
+        cum_weights = list(itertools.accumulate(user_weights))
 
         def pick_user() -> str:
             return f"user-{team}-{r.choices(range(n_users), cum_weights=cum_weights)[0] + 1}"
@@ -424,7 +425,9 @@ class _Simulator:
 
         # One session per team that starts shortly before a UTC midnight and runs past it.
         first_midnight = (self.start_us // _DAY + 1) * _DAY
-        midnights = [m for m in range(first_midnight, self.now_us, _DAY) if m - 30 * _MIN >= self.start_us and m + _HOUR <= self.now_us]
+        midnights = [
+            m for m in range(first_midnight, self.now_us, _DAY) if m - 30 * _MIN >= self.start_us and m + _HOUR <= self.now_us
+        ]
         if midnights:
             midnight = r.choice(midnights)
             start = midnight - r.randint(2 * _MIN, 15 * _MIN)
@@ -590,9 +593,11 @@ def _uuid_hex36(raw: np.ndarray) -> np.ndarray:
 
 
 def uuid_bytes_to_strings(values: np.ndarray) -> list[str]:
-    """Canonical UUID strings from a bulk `uuid` column (numpy 'V16')."""
+    """Canonical UUID strings from a bulk `uuid` column (numpy 'V16'); ~1.3 s per 5M."""
     raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1, 16)
-    return _uuid_hex36(raw).astype("U36").tolist()
+    # One decode and cheap slices beat numpy's 'U36' (4 bytes per char) round trip.
+    text = _uuid_hex36(raw).tobytes().decode("ascii")
+    return [text[i : i + 36] for i in range(0, len(text), 36)]
 
 
 def uuid_bytes_to_uuids(values: np.ndarray) -> list[uuid.UUID]:
@@ -612,7 +617,8 @@ def generate_bulk_events(
 
     Column types (all 1-D numpy arrays of length n_events):
     `uuid` dtype 'V16', the UUIDv7's 16 big-endian bytes (`bytes(a[i])`, or
-    `uuid_bytes_to_strings` / `uuid_bytes_to_uuids` to convert);
+    `uuid_bytes_to_strings` / `uuid_bytes_to_uuids` to convert). Convert before
+    `clickhouse_connect` inserts: it does not know np.void and writes zero UUIDs;
     `event`/`properties`/`distinct_id`/`$session_id` object arrays of str;
     `timestamp`/`inserted_at` datetime64[us], meaning UTC; `team_id` int64.
 
@@ -668,7 +674,9 @@ def generate_bulk_events(
     # the few sessions pulled back to end before midnight break the order.
     hour_p = np.array(_HOUR_WEIGHTS) / sum(_HOUR_WEIGHTS)
     s_start = np.sort(rng.choice(24, n_sessions, p=hour_p) * _HOUR + rng.integers(0, _HOUR, n_sessions))
-    s_start = np.clip(np.minimum(s_start, _DAY - 1 - duration), 0, None)
+    # A random margin, so sessions pulled back do not all end on the last microsecond.
+    latest_start = _DAY - 1 - duration - rng.integers(0, 10 * _MIN, n_sessions)
+    s_start = np.clip(np.minimum(s_start, latest_start), 0, None)
     ts_us = day_start + np.minimum(s_start[sess] + offsets, _DAY - 1)
     del gaps, offsets
 
@@ -684,8 +692,8 @@ def generate_bulk_events(
 
     # Session-level JSON heads and ids.
     s_ms = (day_start + s_start) // 1000
-    sid_list = _uuid_hex36(_uuid7_bytes(s_ms, rng)).astype("U36").tolist()
-    trace_list = _uuid_hex36(_uuid7_bytes(s_ms, rng)).astype("U36").tolist()
+    sid_list = uuid_bytes_to_strings(_uuid7_bytes(s_ms, rng))
+    trace_list = uuid_bytes_to_strings(_uuid7_bytes(s_ms, rng))
     ua_heads = [
         f',"$lib":"web","$lib_version":"{_WEB_LIB_VERSION}","$browser":"{b}","$os":"{o}","$device_type":"{d}","$screen_width":{w}'
         for b, o, d, w in _UA_PROFILES

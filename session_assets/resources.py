@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 from session_assets import clickhouse, postgres, settings, sql
 
 
-def env_or(name: str, default: str) -> Any:
+def _env_or(name: str, default: str) -> Any:
     """`dg.EnvVar(name)` when the variable is set, else the embedded default.
 
     Secrets then reach Dagster only as variable names; defaults are plain paths.
@@ -152,9 +152,14 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return Path(self._parsed.path) / key
 
 
-def build_resources() -> dict[str, Any]:
-    """The resources of the code location, from `SESSION_ASSETS_*` variables."""
+def build_resources(deferred: bool = True) -> dict[str, Any]:
+    """The resources of the code location, from `SESSION_ASSETS_*` variables.
+
+    `deferred`: name set variables as `dg.EnvVar` (resolved in each run); else
+    use their values now, for code that calls the resources outside a run.
+    """
     s = settings.load_settings()
+    env_or = _env_or if deferred else (lambda name, default: os.environ.get(name) or default)
     return {
         "clickhouse": ClickHouseResource(
             url=env_or(settings.CLICKHOUSE_URL_VAR, s.clickhouse_url),

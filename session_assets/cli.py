@@ -1,0 +1,145 @@
+"""`session-assets`: run the embedded stack, load events, drive the assets.
+
+User mistakes print one line on stderr and exit 1; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from session_assets.clickhouse import ClickHouseUnavailable
+from session_assets.postgres import PostgresUnavailable
+
+console = Console()
+# Failures a user can act on: their message is the whole story.
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable)
+
+
+class CleanErrors(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=CleanErrors)
+def main() -> None:
+    """Scan product-analytics sessions with Dagster (see README.md)."""
+    # Dagster flags beta/preview APIs on every import; they are noise on a terminal.
+    warnings.filterwarnings("ignore", category=Warning, module=r"dagster(\..*)?$")
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+def _stack_and_resources():
+    from session_assets import stack as stack_module
+    from session_assets.resources import build_resources
+
+    stack = stack_module.bring_up()
+    resources = build_resources(deferred=False)
+    return stack, resources
+
+
+def _prepare_stores(resources) -> None:
+    """Create schemas (idempotent): ClickHouse tables and Postgres migrations."""
+    resources["clickhouse"].client()
+    resources["postgres"].pool()
+
+
+@main.command()
+@click.option("--days", default=3, show_default=True, type=click.IntRange(1, 60), help="Days of demo data when loading.")
+@click.option("--port", default=3000, show_default=True, type=int, help="Port of the Dagster UI.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface of the Dagster UI.")
+def dev(days: int, port: int, host: str) -> None:
+    """Start the embedded stack and `dagster dev` (UI and daemon) against it."""
+    from session_assets import clickhouse, demo
+
+    stack, resources = _stack_and_resources()
+    _prepare_stores(resources)
+    if demo.events_table_is_empty(resources["clickhouse"]):
+        loaded = demo.load_demo_events(resources["clickhouse"], days, demo.utc_now())
+        console.print(f"loaded {loaded:,} demo events over {days} days")
+    # Runs open chDB in their own processes; this one must let go of it.
+    clickhouse.close_clients()
+    console.print(f"Dagster UI on http://{host}:{port}  (home {stack.settings.home})")
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "session_assets.definitions", "-h", host, "-p", str(port)]
+    child = subprocess.Popen(command, env=os.environ.copy())
+    try:
+        sys.exit(child.wait())
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        sys.exit(child.wait())
+
+
+@main.command()
+@click.option("--days", default=3, show_default=True, type=click.IntRange(1, 60), help="Days of demo data.")
+def demo(days: int) -> None:
+    """Headless: load demo data, materialize every day so far, print a summary."""
+    import dagster as dg
+
+    from session_assets import demo as demo_module
+    from session_assets.definitions import build_definitions
+
+    stack, resources = _stack_and_resources()
+    _prepare_stores(resources)
+    now = demo_module.utc_now()
+    if demo_module.events_table_is_empty(resources["clickhouse"]):
+        loaded = demo_module.load_demo_events(resources["clickhouse"], days, now)
+        console.print(f"loaded {loaded:,} demo events over {days} days")
+    with dg.DagsterInstance.get() as instance:
+        rows = demo_module.materialize_rollups(build_definitions(), instance, demo_module.demo_days(now, days), now)
+    table = Table(title=f"session_counter_rollups as of {now:%Y-%m-%d %H:%M} UTC")
+    for column in ("day", "sessions", "events", "complete", "check"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.day, f"{row.sessions:,}", f"{row.events:,}", "yes" if row.complete else "open",
+                      {True: "passed", False: "FAILED", None: "not run"}[row.check_passed])
+    console.print(table)
+    if not all(row.check_passed for row in rows):
+        raise click.ClickException("a rollup check failed; see the table above")
+
+
+@main.command("load-events")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None, help="Default: from the extension.")
+@click.option("--team-id", type=click.IntRange(min=1), default=None, help="Team of rows that carry none.")
+def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
+    """Load a PostHog JSONL export or a CSV of events into the events table."""
+    from session_assets import settings
+    from session_assets.loader import load_events_file
+    from session_assets.resources import ClickHouseResource
+
+    s = settings.load_settings()
+    clickhouse = ClickHouseResource(url=s.clickhouse_url, database=s.clickhouse_database, events_table=s.events_table)
+    with console.status(f"loading {path}") as status:
+        report = load_events_file(
+            clickhouse, path, fmt=fmt, team_id=team_id, progress=lambda rows: status.update(f"loading {path}: {rows:,} rows")
+        )
+    console.print(f"loaded {report.rows:,} events from {path} in {report.batches} batches ({report.seconds:.1f}s)")
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the ClickHouse and Postgres schemas."""
+    _, resources = _stack_and_resources()
+    _prepare_stores(resources)
+    console.print("schemas are up to date")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+if __name__ == "__main__":
+    main()
