@@ -80,6 +80,12 @@ def _two_day_history():
             "s-midnight",
             properties={"$ai_input_tokens": 7, "$ai_output_tokens": 3, "$ai_total_cost_usd": "0.5"},
         ),
+        event(
+            "$ai_generation",
+            at("2024-03-02T00:11:00"),
+            "s-midnight",
+            properties={"$ai_input_tokens": 0, "$ai_total_cost_usd": 1.2e-05},  # exponent form, as SDKs send it
+        ),
         event("$pageview", at("2024-03-01T11:00:00"), "s-web", team_id=2, distinct_id="other-team"),
     ]
     return rows
@@ -95,7 +101,7 @@ def test_counters_equal_an_independent_pandas_aggregation(instance, clickhouse_r
     pd.testing.assert_frame_equal(rollups_frame(clickhouse_resource), expected_rollups(rows, as_of))
     meta = rollup_metadata(result)
     assert meta["complete"] is True and meta["mode"] == "full"
-    assert (meta["sessions"], meta["events"]) == (1, 1)
+    assert (meta["sessions"], meta["events"]) == (1, 2)
 
     sessions = clickhouse_resource.client().query(
         "SELECT team_id, session_id, `start`, `end`, duration_s, ai_generation_count, input_tokens, cost_usd "
@@ -103,8 +109,8 @@ def test_counters_equal_an_independent_pandas_aggregation(instance, clickhouse_r
     ).result_rows
     assert len(sessions) == 1
     _, _, start, end, duration, turns, tokens, cost = sessions[0]
-    assert (duration, turns, tokens) == (20 * 60, 2, 107)
-    assert str(cost.normalize()) == "0.500123456"
+    assert (duration, turns, tokens) == (21 * 60, 3, 107)
+    assert str(cost.normalize()) == "0.500135456"
 
 
 def test_materializing_twice_changes_nothing(instance, clickhouse_resource):

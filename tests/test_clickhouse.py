@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from session_assets.clickhouse import ClickHouseUnavailable, TableRef, get_client
+
+OPEN_AND_HOLD = textwrap.dedent(
+    """
+    import sys
+    from session_assets.clickhouse import get_client
+    get_client(sys.argv[1], "held", lock_timeout_s=float(sys.argv[2]))
+    print("ready", flush=True)
+    sys.stdin.read()  # hold the engine until the test closes our stdin
+    """
+)
+
+
+def _opener(url: str, timeout: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", OPEN_AND_HOLD, url, str(timeout)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_second_process_waits_then_fails_naming_the_holder(tmp_path):
+    url = f"chdb://{tmp_path / 'ch'}"
+    holder = _opener(url, 5)
+    assert holder.stdout.readline().strip() == "ready"
+    try:
+        second = _opener(url, 1)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode != 0
+        assert f"is held by pid {holder.pid}" in err
+        assert "SESSION_ASSETS_CLICKHOUSE_URL" in err
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    # Once the holder is gone the path is free again.
+    third = _opener(url, 5)
+    assert third.stdout.readline().strip() == "ready"
+    third.stdin.close()
+    assert third.wait(timeout=60) == 0
+
+
+def test_an_unreachable_server_gives_one_clear_error():
+    with pytest.raises(ClickHouseUnavailable, match=r"ClickHouse at http://127\.0\.0\.1:1 is unreachable"):
+        get_client("http://127.0.0.1:1", "x", lock_timeout_s=1)
+
+
+def test_server_passwords_are_not_echoed():
+    with pytest.raises(ClickHouseUnavailable) as raised:
+        get_client("http://user:s3cret-pass@127.0.0.1:1", "x")
+    assert "s3cret-pass" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("events", TableRef("mine", "events")), ("posthog.events", TableRef("posthog", "events"))],
+)
+def test_events_table_names(name, expected):
+    assert TableRef.parse(name, "mine") == expected
+
+
+@pytest.mark.parametrize("name", ["", "db.", ".events"])
+def test_bad_events_table_names_are_rejected(name):
+    with pytest.raises(ValueError, match="events table"):
+        TableRef.parse(name, "mine")
+
+
+def test_in_memory_chdb_is_refused():
+    with pytest.raises(ValueError, match="on-disk chDB path"):
+        get_client("chdb://memory", "x")
