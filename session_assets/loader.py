@@ -286,7 +286,8 @@ def _open_lines(name: str, path: str | Path) -> Iterator[_LineSource]:
 # rows
 # ---------------------------------------------------------------------------
 
-_Row = tuple[uuid.UUID, str, str, int, int, str, str, int]
+# uuid (canonical text), event, properties, timestamp µs, team_id, distinct_id, $session_id, inserted_at µs
+_Row = tuple[str, str, str, int, int, str, str, int]
 _Parsed = tuple[int, "_Row | None", list[RowProblem]]
 
 
@@ -302,6 +303,26 @@ class _NonFinite:
 
 def _reject_non_json(value: Any) -> Any:
     raise ValueError(f"{value!r} is not valid JSON")
+
+
+# Built once: json.loads/dumps with options would build a decoder/encoder for every row.
+_decode_json = json.JSONDecoder(parse_constant=_NonFinite).decode
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_reject_non_json
+).encode
+_UUID_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _canonical_uuid(value: Any) -> str | None:
+    """Lower-case hyphenated text of a UUID in any form uuid.UUID reads, or None."""
+    if type(value) is not str:
+        return None
+    if _UUID_CANONICAL.fullmatch(value):
+        return value
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        return None
 
 
 class _RowParser:
@@ -342,7 +363,7 @@ class _RowParser:
 
     def _jsonl_row(self, line: int, text: str, problems: list[RowProblem]) -> _Row | None:
         try:
-            obj = json.loads(text, parse_constant=_NonFinite)
+            obj = _decode_json(text)
         except (ValueError, RecursionError) as error:
             problems.append(RowProblem(line, "json", f"malformed JSON: {_json_error(error)}"))
             return None
@@ -355,17 +376,19 @@ class _RowParser:
         elif isinstance(props, str):
             # Exports straight from an events table carry properties as JSON text.
             try:
-                props = json.loads(props, parse_constant=_NonFinite)
+                props = _decode_json(props)
             except (ValueError, RecursionError) as error:
                 problems.append(RowProblem(line, "properties", f"malformed JSON text: {_json_error(error)}"))
                 return None
         if not isinstance(props, dict):
             problems.append(RowProblem(line, "properties", f"not a JSON object but {_kind(props)}"))
             return None
-        session = next(
-            (v for v in (props.get("$session_id"), obj.get("$session_id"), obj.get("session_id")) if v not in (None, "")),
-            None,
-        )
+        # The first non-empty of properties.$session_id, a top-level $session_id, session_id.
+        session = props.get("$session_id")
+        if session is None or session == "":
+            session = obj.get("$session_id")
+            if session is None or session == "":
+                session = obj.get("session_id")
         return self._row(
             line,
             problems,
@@ -388,6 +411,8 @@ class _RowParser:
         bad_lines: list[tuple[int, int]] = []
         reader = csv.reader(_decoded_lines(source, bad_lines), strict=True)
         header_line, header = self._csv_header(reader, source)
+        if bad_lines:
+            raise EventFileError(f"{self.name}: the CSV header (line {bad_lines[0][0]}) is not valid UTF-8")
         if header is None:
             raise EventFileError(f"{self.name}: no CSV header row (the file is empty)")
         columns = _CsvColumns.from_header(header, header_line, self.name)
@@ -409,8 +434,8 @@ class _RowParser:
                 bad_lines.clear()
                 yield line, None, [RowProblem(bad_line, "encoding", f"not valid UTF-8 (byte {byte + 1} of the line)")]
                 continue
-            if not cells or (len(cells) == 1 and not cells[0].strip() and width > 1):
-                continue  # blank line
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue  # a blank line, e.g. a trailing one, is not a row
             if len(cells) != width:
                 yield line, None, [RowProblem(line, "csv", f"{len(cells)} cells, the header has {width}")]
                 continue
@@ -419,13 +444,18 @@ class _RowParser:
             yield line, (None if problems else row), problems
 
     def _csv_header(self, reader: Any, source: _LineSource) -> tuple[int, list[str] | None]:
-        for header in reader:
+        while True:
+            try:
+                header = next(reader)
+            except StopIteration:
+                return source.line_no, None
+            except csv.Error as error:
+                raise EventFileError(f"{self.name}: malformed CSV header at line {source.line_no}: {error}") from error
             if header and any(cell.strip() for cell in header):
                 self._header_text = _joined(header)
                 # The header belongs to every batch's meaning but not to the first batch's lines.
                 source.take_digest()
                 return source.line_no, [cell.strip() for cell in header]
-        return source.line_no, None
 
     def _csv_row(self, line: int, cells: list[str], columns: _CsvColumns, problems: list[RowProblem]) -> _Row | None:
         props: dict[str, Any] = {}
@@ -433,9 +463,7 @@ class _RowParser:
             value = cells[index]
             if value == "":
                 continue
-            if key in _AI_KEYS and _JSON_NUMBER.fullmatch(value.strip()):
-                value = json.loads(value.strip())
-            props[key] = value
+            props[key] = value  # AI numbers are normalised with the JSONL ones, in _ai_properties
         distinct = _first_cell(cells, columns.distinct)
         session = _first_cell(cells, columns.session)
         return self._row(
@@ -476,26 +504,29 @@ class _RowParser:
         def problem(field: str, message: str) -> None:
             problems.append(RowProblem(line, field, message))
 
-        if not isinstance(event, str) or not event.strip():
-            problem("event", "missing" if event in (None, "") or (isinstance(event, str) and not event.strip()) else f"not a string: {_short(event)}")
+        if type(event) is not str or not event or event.isspace():
+            blank = event is None or (type(event) is str and (not event or event.isspace()))
+            problem("event", "missing" if blank else f"not a string: {_short(event)}")
             event = ""
-        if isinstance(distinct_id, int) and not isinstance(distinct_id, bool):
+        if type(distinct_id) is int:
             distinct_id = str(distinct_id)
-        if not isinstance(distinct_id, str) or distinct_id == "":
+        if type(distinct_id) is not str or not distinct_id:
             problem(distinct_field, "missing" if distinct_id in (None, "") else f"not a string: {_short(distinct_id)}")
             distinct_id = ""
 
-        ts_us = self._time(timestamp, "timestamp", problem)
-        if ts_us is None and timestamp in (None, ""):
+        if timestamp is None or timestamp == "":
             problem("timestamp", "missing")
-        if inserted_at in (None, ""):
+            ts_us = None
+        else:
+            ts_us = self._time(timestamp, "timestamp", problem)
+        if inserted_at is None or inserted_at == "":
             inserted_us: int | None = self.now_us
         else:
             inserted_us = self._time(inserted_at, "inserted_at", problem)
 
         if session is None:
             session = ""
-        if not isinstance(session, str):
+        elif type(session) is not str:
             problem(session_field, f"not a string: {_short(session)}")
             session = ""
         elif len(session) > MAX_SESSION_ID_LENGTH:
@@ -503,7 +534,7 @@ class _RowParser:
 
         if self.team_id is not None:
             team_id: int | None = self.team_id
-        elif team in (None, ""):
+        elif team is None or team == "":
             problem("team_id", "missing: the row has none and no --team-id was given")
             team_id = None
         else:
@@ -511,18 +542,13 @@ class _RowParser:
             if team_id is None:
                 problem("team_id", f"not a positive integer: {_short(team)}")
 
-        if uuid_value in (None, ""):
-            # Same line, same place, same team: same id, so a re-load rewrites nothing new.
-            row_uuid: uuid.UUID | None = uuid.uuid5(UUID_NAMESPACE, f"{line}\n{team_id}\n{content}")
-        elif isinstance(uuid_value, str):
-            try:
-                row_uuid = uuid.UUID(uuid_value.strip())
-            except ValueError:
-                problem("uuid", f"not a UUID: {_short(uuid_value)}")
-                row_uuid = None
+        if uuid_value is None or uuid_value == "":
+            # Same content at the same line for the same team: the same id on every re-load.
+            row_uuid: str | None = str(uuid.uuid5(UUID_NAMESPACE, f"{line}\n{team_id}\n{content}"))
         else:
-            problem("uuid", f"not a UUID: {_short(uuid_value)}")
-            row_uuid = None
+            row_uuid = _canonical_uuid(uuid_value)
+            if row_uuid is None:
+                problem("uuid", f"not a UUID: {_short(uuid_value)}")
 
         cost_text = self._ai_properties(props, problem)
         if session:
@@ -530,16 +556,18 @@ class _RowParser:
         else:
             props.pop("$session_id", None)  # it was null or empty: an event without a session
         try:
-            props_text = json.dumps(props, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_reject_non_json)
+            props_text = _encode_json(props)
         except (ValueError, RecursionError) as error:
             problem("properties", f"not representable as JSON: {error}")
             props_text = "{}"
         if cost_text is not None:
             props_text = props_text.replace(_COST_PLACEHOLDER_JSON, cost_text, 1)
 
-        for field, text in (("event", event), (distinct_field, distinct_id), (session_field, session), ("properties", props_text)):
-            if not text.isascii() and not _utf8_encodable(text):
-                problem(field, "contains an unpaired UTF-16 surrogate escape, which is not valid UTF-8")
+        if not (event.isascii() and distinct_id.isascii() and session.isascii() and props_text.isascii()):
+            # A JSON escape like \ud800 decodes to a lone surrogate, which no UTF-8 insert can carry.
+            for field, text in (("event", event), (distinct_field, distinct_id), (session_field, session), ("properties", props_text)):
+                if not _utf8_encodable(text):
+                    problem(field, "contains an unpaired UTF-16 surrogate escape, which is not valid UTF-8")
 
         if problems or row_uuid is None or ts_us is None or inserted_us is None or team_id is None:
             return None
@@ -547,8 +575,6 @@ class _RowParser:
 
     def _time(self, value: Any, field: str, problem: Callable[[str, str], None]) -> int | None:
         """Microseconds since the epoch, UTC, within [2000-01-01, load time + 1 day]."""
-        if value in (None, ""):
-            return None
         us = _parse_time(value)
         if us is None:
             problem(field, f"not an ISO 8601 time: {_short(value)}")
