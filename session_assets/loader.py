@@ -167,7 +167,6 @@ def load_events_file(
                 values.append(value)
             if len(columns[0]) >= batch_size:
                 inserter.insert(columns, source.take_digest())
-                columns = _empty_columns()
         if columns[0]:
             inserter.insert(columns, source.take_digest())
     return LoadReport(
@@ -231,6 +230,10 @@ class _BatchInserter:
         token = self._rows.batch_token(digest, self.batches)
         insert_events(self._client, self._table, dict(zip(EVENT_COLUMNS, columns)), dedup_token=token)
         self.rows += len(columns[0])
+        # The driver's insert context keeps our lists in a reference cycle until the garbage
+        # collector runs; emptying them frees a batch now, which keeps memory flat.
+        for values in columns:
+            values.clear()
         self.batches += 1
         if self.skipped is not None:
             after = self._duplicated_blocks()

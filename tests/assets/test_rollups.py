@@ -8,6 +8,7 @@ import pandas as pd
 from session_assets.assets import session_counter_rollups
 from session_assets.assets.rollups import INCREMENTAL_OVERLAP, LATE_HORIZON, SETTLE, is_complete, plan_rollup
 from session_assets.checks import rollup_counters_match_events
+from session_assets.resources import ClickHouseResource
 from session_assets.partitions import daily_partitions_def
 from tests.support import (
     at,
@@ -220,3 +221,48 @@ def test_backfill_tag_recomputes_the_whole_day(instance, clickhouse_resource):
     materialize_rollup(instance, clickhouse_resource, day, t1)
     meta = rollup_metadata(materialize_rollup(instance, clickhouse_resource, day, t1 + timedelta(hours=1), backfill=True))
     assert meta["mode"] == "full" and meta["rows"] == meta["sessions"] == 2  # s-midnight not yet inserted at t1
+
+
+POSTHOG_EVENTS_DDL = """
+CREATE TABLE {db:Identifier}.events
+(
+    uuid UUID,
+    event String,
+    properties String CODEC(ZSTD(3)),
+    timestamp DateTime64(6, 'UTC'),
+    team_id Int64,
+    distinct_id String,
+    elements_chain String,
+    created_at DateTime64(6, 'UTC'),
+    person_id UUID,
+    `$session_id` String MATERIALIZED JSONExtractString(properties, '$session_id'),
+    `$window_id` String MATERIALIZED JSONExtractString(properties, '$window_id'),
+    inserted_at DateTime64(6, 'UTC'),
+    _timestamp DateTime,
+    _offset UInt64
+)
+ENGINE = ReplacingMergeTree(_timestamp)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))
+"""
+
+
+def test_works_unchanged_on_a_posthog_events_table(instance, clickhouse_resource):
+    """PostHog's layout: other sort key, extra columns, `$session_id` materialized from properties."""
+    posthog_db = clickhouse_resource.database + "_posthog"
+    client = clickhouse_resource.client()
+    client.command("CREATE DATABASE {db:Identifier}", parameters={"db": posthog_db})
+    client.command(POSTHOG_EVENTS_DDL, parameters={"db": posthog_db})
+    rows = _two_day_history()
+    client.insert(
+        "events",
+        [[r["uuid"], r["event"], r["properties"], r["timestamp"], r["team_id"], r["distinct_id"], r["inserted_at"]] for r in rows],
+        column_names=["uuid", "event", "properties", "timestamp", "team_id", "distinct_id", "inserted_at"],
+        database=posthog_db,
+    )
+    posthog = ClickHouseResource(
+        url=clickhouse_resource.url, database=clickhouse_resource.database, events_table=f"{posthog_db}.events"
+    )
+    as_of = at("2024-03-02T12:00:00")
+    assert check_evaluation(materialize_rollup(instance, posthog, DAY, as_of)).passed
+    pd.testing.assert_frame_equal(rollups_frame(posthog, DAY), expected_rollups(rows, as_of, DAY))

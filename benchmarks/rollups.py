@@ -1,0 +1,485 @@
+"""Benchmark of the `session_counter_rollups` asset on generated events, chDB in-process.
+
+Figures (all measured in one process, on one chDB path):
+
+* full day, through the asset vs. directly: events/s of a full-day rollup when
+  Dagster materializes the partition (`dg.materialize`, backfill tag, asset only)
+  versus the same `INSERT ... SELECT` (sql/clickhouse/rollup_sessions.sql, full)
+  sent straight through the clickhouse-connect client. Ratio of medians, goal <= 1.3,
+  for the whole `dg.materialize` call (wall) and for the asset body (`duration_s`).
+* incremental vs. full: after a non-backfill full materialization as of T1, each
+  repetition inserts 1% new events (80% of their sessions continue existing
+  sessions, 20% are new sessions; timestamps inside the day, inserted_at in
+  (T_prev, T_next]) and materializes as of T_next. Ratio of the incremental
+  median to the full-day asset median, goal <= 0.1 (`duration_s`; wall printed too).
+* correctness: `rollup_check.sql` over the whole day after the incremental runs:
+  no session may differ (exit code 1 otherwise).
+
+Untimed between timed runs: `OPTIMIZE TABLE session_counter_rollups FINAL`, so
+every run starts from the same state (the day merged into one part). The events
+table is merged once after loading; the incremental batches stay in their own
+parts, as fresh inserts do.
+
+    python benchmarks/rollups.py [--events N] [--repeat R] [--path DIR]
+    python -m benchmarks.rollups  [--events N] [--repeat R] [--path DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+if __package__ in (None, ""):  # `python benchmarks/rollups.py`: make the checkout importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import chdb  # noqa: E402
+import dagster as dg  # noqa: E402
+import numpy as np  # noqa: E402
+
+from session_assets import clickhouse as ch  # noqa: E402
+from session_assets import sql  # noqa: E402
+from session_assets.assets import events, session_counter_rollups  # noqa: E402
+from session_assets.assets.rollups import INCREMENTAL_OVERLAP, day_start  # noqa: E402
+from session_assets.demo_data import generate_bulk_events, uuid_bytes_to_strings  # noqa: E402
+from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
+from session_assets.partitions import daily_partitions_def  # noqa: E402
+from session_assets.resources import ClickHouseResource  # noqa: E402
+from session_assets.run_context import AS_OF_TAG, BACKFILL_TAG  # noqa: E402
+
+UTC = timezone.utc
+DAY = date(2025, 1, 15)
+CHUNK_ROWS = 500_000
+SWEEP = timedelta(hours=1)  # time between two incremental materializations
+EXISTING_SHARE = 0.8  # share of a new batch's sessions that continue existing sessions
+FULL_GOAL = 1.3
+INCREMENTAL_GOAL = 0.1
+ROLLUPS = "session_counter_rollups"
+# Keep Dagster's console quiet; every event still goes to the instance's event log.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+# --- helpers ---------------------------------------------------------------------
+
+
+def us(moment: datetime) -> int:
+    """Microseconds since the epoch; naive values (as chDB returns them) are UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def insertable(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """Bulk columns in shapes clickhouse-connect writes correctly.
+
+    UUIDs as strings (it writes numpy 'V16' as zero UUIDs) and DateTime64 as int
+    microseconds (it cannot write numpy datetime64 values at all).
+    """
+    out = dict(columns)
+    if isinstance(out["uuid"], np.ndarray) and out["uuid"].dtype.kind == "V":
+        out["uuid"] = uuid_bytes_to_strings(out["uuid"])
+    for name in ("timestamp", "inserted_at"):
+        value = out[name]
+        if isinstance(value, np.ndarray):
+            out[name] = value.astype("datetime64[us]").astype(np.int64).tolist() if value.dtype.kind == "M" else value.tolist()
+    return out
+
+
+def insert_chunked(resource: ClickHouseResource, columns: Mapping[str, Any]) -> None:
+    client = resource.client()
+    rows = len(columns["event"])
+    for lo in range(0, rows, CHUNK_ROWS):
+        insert_events(client, resource.events, {name: columns[name][lo : lo + CHUNK_ROWS] for name in EVENT_COLUMNS})
+
+
+def bind(resource: ClickHouseResource, text: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters `ClickHouseResource.command` would bind for `text`."""
+    merged = {**resource.table_params(), **params}
+    return {k: v for k, v in merged.items() if "{" + k + ":" in text}
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def summary_of(result: Any) -> dict[str, str]:
+    summary = getattr(result, "summary", None)
+    return dict(summary) if isinstance(summary, dict) else {}
+
+
+def fmt_rows_bytes(summary: Mapping[str, str]) -> str:
+    if "read_rows" not in summary:
+        return ""
+    return f", read {int(summary['read_rows']):,} rows / {int(summary.get('read_bytes', 0)) / 1e6:,.1f} MB"
+
+
+def verdict(value: float, goal: float) -> str:
+    return "PASS" if value <= goal else "MISS"
+
+
+@dataclass
+class AssetRun:
+    wall_s: float
+    duration_s: float
+    mode: str
+    rows: int
+    sessions: int
+    events: int
+
+
+class Bench:
+    def __init__(self, resource: ClickHouseResource, day: date, instance: dg.DagsterInstance) -> None:
+        self.resource = resource
+        self.client = resource.client()
+        self.day = day
+        self.instance = instance
+        self.day_start = day_start(day)
+        self.day_end = self.day_start + timedelta(days=1)
+
+    # The statements, as the asset issues them for a day without late days.
+    def rollup_params(self, *, full: bool, as_of: datetime, since: datetime | None = None) -> dict[str, Any]:
+        return {
+            "full": full,
+            "since": since or as_of,
+            "as_of": as_of,
+            "days": [self.day],
+            "range_start": self.day_start,
+            "range_end": self.day_end,
+        }
+
+    def command(self, name: str, **params: Any) -> Any:
+        text = sql.load(f"clickhouse/{name}.sql")
+        return self.client.command(text, parameters=bind(self.resource, text, params))
+
+    def query(self, name: str, **params: Any) -> Any:
+        text = sql.load(f"clickhouse/{name}.sql")
+        return self.client.query(text, parameters=bind(self.resource, text, params))
+
+    def settle(self) -> None:
+        """Untimed: merge the rollup table, so each timed run starts from the same state."""
+        self.client.command(f"OPTIMIZE TABLE {ROLLUPS} FINAL")
+
+    def baseline(self, as_of: datetime) -> float:
+        seconds, _ = timed(lambda: self.command("rollup_sessions", **self.rollup_params(full=True, as_of=as_of)))
+        return seconds
+
+    def materialize(self, as_of: datetime, *, backfill: bool) -> AssetRun:
+        tags = {AS_OF_TAG: as_of.isoformat()}
+        if backfill:
+            tags[BACKFILL_TAG] = "benchmark"
+        wall, result = timed(
+            lambda: dg.materialize(
+                [events, session_counter_rollups],
+                selection=dg.AssetSelection.assets(session_counter_rollups.key),
+                partition_key=self.day.isoformat(),
+                resources={"clickhouse": self.resource},
+                instance=self.instance,
+                tags=tags,
+                run_config=RUN_CONFIG,
+            )
+        )
+        if not result.success:
+            raise RuntimeError("materialization failed")
+        (materialization,) = result.asset_materializations_for_node(ROLLUPS)
+        meta = {key: entry.value for key, entry in materialization.metadata.items()}
+        return AssetRun(
+            wall_s=wall,
+            duration_s=float(meta["duration_s"]),
+            mode=str(meta["mode"]),
+            rows=int(meta["rows"]),
+            sessions=int(meta["sessions"]),
+            events=int(meta["events"]),
+        )
+
+    def new_batch(self, n_events: int, seed: int, t_prev: datetime, t_next: datetime, t1: datetime) -> tuple[dict[str, Any], int, int]:
+        """1% new events for the day: (columns, existing sessions continued, new sessions).
+
+        A generated batch whose sessions are, for EXISTING_SHARE of them, moved onto
+        random sessions loaded before T1 (same team, distinct_id and session id,
+        timestamps continuing after that session's last event); inserted_at is
+        spread over (t_prev, t_next].
+        """
+        rng = np.random.default_rng(seed)
+        batch = generate_bulk_events(n_events=n_events, day=self.day, seed=seed)
+        sid = batch["$session_id"]
+        starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+        sizes = np.diff(np.r_[starts, len(sid)])
+        n_sessions = len(starts)
+        wanted = int(round(n_sessions * EXISTING_SHARE))
+        existing = self.client.query(
+            "SELECT team_id, `$session_id`, any(distinct_id), toUnixTimestamp64Micro(max(timestamp)) "
+            "FROM {events_db:Identifier}.{events_table:Identifier} "
+            "WHERE timestamp >= {start:DateTime64(6, 'UTC')} AND timestamp < {end:DateTime64(6, 'UTC')} "
+            "AND inserted_at <= {t1:DateTime64(6, 'UTC')} "
+            "GROUP BY team_id, `$session_id` ORDER BY cityHash64(`$session_id`, {seed:UInt64}) LIMIT {n:UInt64}",
+            parameters={
+                **self.resource.table_params(),
+                "start": self.day_start,
+                "end": self.day_end,
+                "t1": t1,
+                "seed": seed,
+                "n": wanted,
+            },
+        ).result_rows
+        moved = rng.choice(n_sessions, len(existing), replace=False)
+
+        ts = batch["timestamp"].astype("datetime64[us]").astype(np.int64)
+        team = batch["team_id"].copy()
+        distinct = batch["distinct_id"].copy()
+        session = sid.copy()
+        props = batch["properties"].copy()
+        last_us = us(self.day_end) - 1
+        for j, (team_id, session_id, distinct_id, last_ts) in zip(moved.tolist(), existing):
+            rows = slice(starts[j], starts[j] + sizes[j])
+            old = sid[starts[j]]
+            offsets = ts[rows] - ts[rows].min()
+            ts[rows] = np.minimum(int(last_ts) + 1_000_000 + offsets, last_us)
+            team[rows] = team_id
+            distinct[rows] = distinct_id
+            session[rows] = session_id
+            props[rows] = [p.replace(old, session_id, 1) for p in props[rows]]
+        span = us(t_next) - us(t_prev)
+        inserted = us(t_prev) + rng.integers(1, span + 1, n_events)
+        columns = {
+            "uuid": batch["uuid"],
+            "event": batch["event"],
+            "properties": props,
+            "timestamp": ts,
+            "team_id": team,
+            "distinct_id": distinct,
+            "$session_id": session,
+            "inserted_at": inserted,
+        }
+        return insertable(columns), len(existing), n_sessions - len(existing)
+
+
+# --- the benchmark ------------------------------------------------------------------
+
+
+def run(n_events: int, repeat: int, path: Path, instance: dg.DagsterInstance) -> int:
+    day = max(DAY, daily_partitions_def.start.date() + timedelta(days=1))
+    resource = ClickHouseResource(url=f"chdb://{path / 'clickhouse'}", database=f"bench_{uuid.uuid4().hex[:8]}")
+    try:
+        return measure(resource, day, n_events, repeat, path, instance)
+    finally:
+        # The database is the benchmark's own; drop it so a --path folder does not grow.
+        resource.client().command("DROP DATABASE IF EXISTS {db:Identifier}", parameters={"db": resource.database})
+
+
+def measure(
+    resource: ClickHouseResource, day: date, n_events: int, repeat: int, path: Path, instance: dg.DagsterInstance
+) -> int:
+    client = resource.client()
+    version = client.query("SELECT version()").result_rows[0][0]
+    print("# session_counter_rollups benchmark")
+    print(f"date: {datetime.now(UTC).isoformat(timespec='seconds')}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} {platform.release()}; "
+        f"python {platform.python_version()}; chdb {chdb.__version__} (ClickHouse {version}); dagster {dg.__version__}"
+    )
+    print(f"events: {n_events:,} on {day} (UTC); repetitions: {repeat}; chDB path: {path}")
+    print()
+
+    # 1. Load.
+    gen_s, columns = timed(lambda: insertable(generate_bulk_events(n_events=n_events, day=day)))
+    load_s, _ = timed(lambda: insert_chunked(resource, columns))
+    del columns
+    merge_s, _ = timed(lambda: client.command("OPTIMIZE TABLE {db:Identifier}.{t:Identifier} FINAL", parameters={"db": resource.events.database, "t": resource.events.table}))
+    loaded = client.query("SELECT count() FROM {db:Identifier}.{t:Identifier}", parameters={"db": resource.events.database, "t": resource.events.table}).result_rows[0][0]
+    assert loaded == n_events, (loaded, n_events)
+    print(f"generate: {gen_s:.2f} s ({n_events / gen_s:,.0f} events/s, incl. conversion for insert)")
+    print(f"load: {load_s:.2f} s ({n_events / load_s:,.0f} events/s, {CHUNK_ROWS:,}-row inserts); merge: {merge_s:.2f} s")
+
+    bench = Bench(resource, day, instance)
+    t1 = bench.day_end + timedelta(hours=1)  # after every generated inserted_at
+
+    # Warm-up (untimed): first statement and first Dagster run pay one-time costs.
+    bench.settle()
+    bench.baseline(t1)
+    bench.settle()
+    warm = bench.materialize(t1, backfill=True)
+    assert warm.mode == "full" and warm.events == n_events, warm
+
+    # 2 + 3. Full day, interleaved: baseline, asset, baseline, asset, ...
+    base_s: list[float] = []
+    full_runs: list[AssetRun] = []
+    for _ in range(repeat):
+        bench.settle()
+        base_s.append(bench.baseline(t1))
+        bench.settle()
+        run_ = bench.materialize(t1, backfill=True)
+        assert run_.mode == "full" and run_.events == n_events, run_
+        full_runs.append(run_)
+    sessions = full_runs[-1].sessions
+    base_med = statistics.median(base_s)
+    wall_med = statistics.median(r.wall_s for r in full_runs)
+    body_med = statistics.median(r.duration_s for r in full_runs)
+
+    # 4. Incremental: one non-backfill full run as of T1, then 1% batches.
+    bench.settle()
+    first = bench.materialize(t1, backfill=False)
+    assert first.mode == "full", first
+    n_new = max(1, n_events // 100)
+    incr_runs: list[AssetRun] = []
+    continued: list[int] = []
+    fresh: list[int] = []
+    t_prev = t1
+    for i in range(1, repeat + 1):
+        t_next = t1 + i * SWEEP
+        batch, n_old, n_fresh = bench.new_batch(n_new, 1000 + i, t_prev, t_next, t1)
+        insert_chunked(resource, batch)
+        continued.append(n_old)
+        fresh.append(n_fresh)
+        bench.settle()
+        run_ = bench.materialize(t_next, backfill=False)
+        assert run_.mode == "incremental", run_
+        incr_runs.append(run_)
+        t_prev = t_next
+    last_as_of = t_prev
+    incr_body_med = statistics.median(r.duration_s for r in incr_runs)
+    incr_wall_med = statistics.median(r.wall_s for r in incr_runs)
+    total_events = n_events + repeat * n_new
+
+    # Correctness: the whole day against a fresh aggregation as of the last run.
+    check_s, check = timed(
+        lambda: resource.query(
+            "rollup_check", day=day, day_start=bench.day_start, day_end=bench.day_end, as_of=last_as_of, full=True
+        ).result_rows[0]
+    )
+    compared, without_events, not_rolled_up, differ, examples = check
+    correct = without_events == 0 and not_rolled_up == 0 and differ == 0 and incr_runs[-1].events == total_events
+
+    # Where the time goes: the asset's statements one by one (same parameters).
+    breakdown = diagnose(bench, t1, last_as_of, t_prev - SWEEP)
+
+    print()
+    print(f"full-day sessions: {sessions:,} ({n_events / sessions:.1f} events per session)")
+    print(
+        f"incremental batches: {n_new:,} events each (1%), continuing {statistics.median(continued):,.0f} existing "
+        f"+ {statistics.median(fresh):,.0f} new sessions (medians); sweep every {SWEEP}, overlap {INCREMENTAL_OVERLAP}"
+    )
+    print(
+        f"incremental rows recomputed: median {statistics.median(r.rows for r in incr_runs):,.0f} "
+        f"({statistics.median(r.rows for r in incr_runs) / sessions:.1%} of the day's sessions)"
+    )
+    print(f"baseline runs (s): {', '.join(f'{s:.3f}' for s in base_s)}")
+    print(f"asset wall (s): {', '.join(f'{r.wall_s:.3f}' for r in full_runs)}")
+    print(f"asset duration_s: {', '.join(f'{r.duration_s:.3f}' for r in full_runs)}")
+    print(f"incremental wall (s): {', '.join(f'{r.wall_s:.3f}' for r in incr_runs)}")
+    print(f"incremental duration_s: {', '.join(f'{r.duration_s:.3f}' for r in incr_runs)}")
+    print(f"first non-backfill full run as of T1: wall {first.wall_s:.3f} s, duration_s {first.duration_s:.3f}")
+    for line in breakdown:
+        print(f"breakdown: {line}")
+    print()
+    print(f"baseline full-day INSERT ... SELECT: {base_med:.3f} s median ({n_events / base_med:,.0f} events/s)")
+    print(f"asset full-day wall (dg.materialize): {wall_med:.3f} s median ({n_events / wall_med:,.0f} events/s)")
+    print(f"asset full-day body (duration_s): {body_med:.3f} s median ({n_events / body_med:,.0f} events/s)")
+    print(f"incremental wall (dg.materialize): {incr_wall_med:.3f} s median")
+    print(f"incremental body (duration_s): {incr_body_med:.3f} s median")
+    ratio_wall = wall_med / base_med
+    ratio_body = body_med / base_med
+    ratio_incr = incr_body_med / body_med
+    ratio_incr_wall = incr_wall_med / wall_med
+    print(f"full-day asset/direct ratio, wall: {ratio_wall:.3f} (goal: <= {FULL_GOAL}) {verdict(ratio_wall, FULL_GOAL)}")
+    print(f"full-day asset/direct ratio, duration_s: {ratio_body:.3f} (goal: <= {FULL_GOAL}) {verdict(ratio_body, FULL_GOAL)}")
+    print(
+        f"incremental/full ratio, duration_s: {ratio_incr:.3f} (goal: <= {INCREMENTAL_GOAL}) {verdict(ratio_incr, INCREMENTAL_GOAL)}"
+    )
+    print(
+        f"incremental/full ratio, wall: {ratio_incr_wall:.3f} (goal: <= {INCREMENTAL_GOAL}) "
+        f"{verdict(ratio_incr_wall, INCREMENTAL_GOAL)}"
+    )
+    print(
+        f"correctness (rollup_check, whole day as of {last_as_of.isoformat()}): {compared:,} sessions compared, "
+        f"{differ} differ, {not_rolled_up} not rolled up, {without_events} without events, "
+        f"{incr_runs[-1].events:,}/{total_events:,} events ({check_s:.2f} s) {'PASS' if correct else 'FAIL'}"
+    )
+    if not correct:
+        print(f"examples: {list(examples)}")
+    return 0 if correct else 1
+
+
+def diagnose(bench: Bench, t1: datetime, as_of: datetime, previous: datetime) -> list[str]:
+    """Time each statement of the last incremental run and of a full run separately."""
+    since = previous - INCREMENTAL_OVERLAP
+    lines = []
+    events_ref = "{events_db:Identifier}.{events_table:Identifier}"
+    touched_sql = (
+        f"SELECT count() FROM (SELECT DISTINCT team_id, `$session_id`, toDate(timestamp) FROM {events_ref} "
+        "WHERE timestamp >= {range_start:DateTime64(6, 'UTC')} AND timestamp < {range_end:DateTime64(6, 'UTC')} "
+        "AND toDate(timestamp) IN {days:Array(Date)} "
+        "AND inserted_at > {since:DateTime64(6, 'UTC')} AND inserted_at <= {as_of:DateTime64(6, 'UTC')})"
+    )
+    params = bench.rollup_params(full=False, as_of=as_of, since=since)
+
+    def query_line(label: str, fn: Callable[[], Any]) -> None:
+        bench.settle()
+        seconds, result = timed(fn)
+        extra = ""
+        if hasattr(result, "result_rows") and result.result_rows and len(result.result_rows[0]) == 1:
+            extra = f" -> {result.result_rows[0][0]}"
+        lines.append(f"{label}: {seconds:.3f} s{fmt_rows_bytes(summary_of(result))}{extra}")
+
+    query_line(
+        "incremental rollup_late_days",
+        lambda: bench.query(
+            "rollup_late_days",
+            since=since,
+            as_of=as_of,
+            horizon_start=bench.day_start - timedelta(days=7),
+            day_start=bench.day_start,
+        ),
+    )
+    query_line(
+        "incremental touched-keys subquery alone",
+        lambda: bench.client.query(touched_sql, parameters=bind(bench.resource, touched_sql, params)),
+    )
+    query_line("incremental rollup_sessions INSERT", lambda: bench.command("rollup_sessions", **params))
+    bench.settle()
+    query_line("rollup_partition_stats (FINAL) after merge", lambda: bench.query("rollup_partition_stats", day=bench.day, as_of=as_of))
+    seconds, _ = timed(lambda: bench.command("rollup_sessions", **bench.rollup_params(full=True, as_of=as_of)))
+    lines.append(f"full rollup_sessions INSERT: {seconds:.3f} s")
+    seconds, result = timed(lambda: bench.query("rollup_partition_stats", day=bench.day, as_of=as_of))
+    lines.append(
+        f"rollup_partition_stats (FINAL) right after a full INSERT (2 versions of the day): {seconds:.3f} s"
+        f"{fmt_rows_bytes(summary_of(result))}"
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=5_000_000, help="events to generate for the day (default 5,000,000)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed repetitions of each measurement (default 5)")
+    parser.add_argument("--path", type=Path, default=None, help="chDB data folder (default: a temp dir, removed at the end)")
+    args = parser.parse_args(argv)
+    if args.events < 100 or args.repeat < 1:
+        parser.error("--events must be >= 100 and --repeat >= 1")
+
+    temp = None if args.path else tempfile.mkdtemp(prefix="rollup-bench-")
+    path = (args.path or Path(temp)).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with dg.instance_for_test() as instance:
+            return run(args.events, args.repeat, path, instance)
+    finally:
+        ch.close_clients()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
