@@ -185,15 +185,10 @@ def apply_schema(client: Client, params: dict[str, Any]) -> list[str]:
         if name in done:
             continue
         for statement in sql.statements(sql.load(path)):
-            client.command(statement, parameters=_used(statement, params))
+            client.command(statement, parameters=sql.bind(statement, params) or None)
         client.insert("schema_migrations", [[name]], column_names=["name"])
         applied.append(name)
     return applied
-
-
-def _used(statement: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    used = {k: v for k, v in params.items() if "{" + k + ":" in statement}
-    return used or None
 
 
 __all__ = [

@@ -74,7 +74,9 @@ _CSV_EVENT = "event"
 _CSV_TIMESTAMP = "timestamp"
 _CSV_DISTINCT = ("distinct_id", "user_id")
 _CSV_SESSION = ("session_id", "$session_id")
-_CSV_OPTIONAL = ("uuid", "team_id", "inserted_at")
+# A `properties` column (as in a CSV dump of an events table) holds a JSON object that the
+# other columns are added to.
+_CSV_OPTIONAL = ("uuid", "team_id", "inserted_at", "properties")
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,9 @@ def load_events_file(
         raise EventFileError(f"{name}: unknown format {fmt!r}; expected one of {', '.join(_FORMATS)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-    if team_id is not None and (isinstance(team_id, bool) or not isinstance(team_id, int) or not 0 < team_id <= _INT64_MAX):
+    if team_id is not None and (
+        isinstance(team_id, bool) or not isinstance(team_id, int) or not 0 < team_id <= _INT64_MAX
+    ):
         raise EventFileError(f"{name}: --team-id must be a positive integer, not {team_id!r}")
     load_time = datetime.now(_UTC) if now is None else now
     if load_time.tzinfo is None:
@@ -163,7 +167,7 @@ def load_events_file(
                     problems,
                     bad_rows=1,
                 )
-            for values, value in zip(columns, row):
+            for values, value in zip(columns, row, strict=True):
                 values.append(value)
             if len(columns[0]) >= batch_size:
                 inserter.insert(columns, source.take_digest())
@@ -213,7 +217,9 @@ def _empty_columns() -> list[list[Any]]:
 class _BatchInserter:
     """Inserts batches in order, each under its dedup token, and counts what ClickHouse dropped."""
 
-    def __init__(self, clickhouse: ClickHouseResource, rows: _RowParser, progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, clickhouse: ClickHouseResource, rows: _RowParser, progress: Callable[[int], None] | None
+    ) -> None:
         self._client = clickhouse.client()
         self._table = clickhouse.events
         self._rows = rows
@@ -228,7 +234,7 @@ class _BatchInserter:
 
     def insert(self, columns: list[list[Any]], digest: str) -> None:
         token = self._rows.batch_token(digest, self.batches)
-        insert_events(self._client, self._table, dict(zip(EVENT_COLUMNS, columns)), dedup_token=token)
+        insert_events(self._client, self._table, dict(zip(EVENT_COLUMNS, columns, strict=True)), dedup_token=token)
         self.rows += len(columns[0])
         # The driver's insert context keeps our lists in a reference cycle until the garbage
         # collector runs; emptying them frees a batch now, which keeps memory flat.
@@ -264,7 +270,9 @@ class _LineSource:
             except StopIteration:
                 return
             except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-                raise EventFileError(f"{self._name}: not a readable gzip file after line {self.line_no}: {error}") from error
+                raise EventFileError(
+                    f"{self._name}: not a readable gzip file after line {self.line_no}: {error}"
+                ) from error
             self.line_no += 1
             self._digest.update(raw)
             yield raw
@@ -340,7 +348,9 @@ class _RowParser:
 
     def batch_token(self, digest: str, index: int) -> str:
         team = "-" if self.team_id is None else str(self.team_id)
-        header = hashlib.sha256(self._header_text.encode("utf-8", "replace")).hexdigest()[:16] if self._header_text else "-"
+        header = (
+            hashlib.sha256(self._header_text.encode("utf-8", "replace")).hexdigest()[:16] if self._header_text else "-"
+        )
         return f"session_assets.load_events:v1:{self.fmt}:{header}:{digest}:team={team}:batch={index}"
 
     def parse(self, source: _LineSource) -> Iterator[_Parsed]:
@@ -354,7 +364,11 @@ class _RowParser:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                yield line, None, [RowProblem(line, "encoding", f"not valid UTF-8 (byte {error.start + 1} of the line)")]
+                yield (
+                    line,
+                    None,
+                    [RowProblem(line, "encoding", f"not valid UTF-8 (byte {error.start + 1} of the line)")],
+                )
                 continue
             if line == 1:
                 text = text.removeprefix("\ufeff")
@@ -462,6 +476,15 @@ class _RowParser:
 
     def _csv_row(self, line: int, cells: list[str], columns: _CsvColumns, problems: list[RowProblem]) -> _Row | None:
         props: dict[str, Any] = {}
+        if columns.properties_json is not None and cells[columns.properties_json].strip():
+            try:
+                props = _decode_json(cells[columns.properties_json])
+            except (ValueError, RecursionError) as error:
+                problems.append(RowProblem(line, "properties", f"malformed JSON text: {_json_error(error)}"))
+                return None
+            if not isinstance(props, dict):
+                problems.append(RowProblem(line, "properties", f"not a JSON object but {_kind(props)}"))
+                return None
         for index, key in columns.properties:
             value = cells[index]
             if value == "":
@@ -533,7 +556,9 @@ class _RowParser:
             problem(session_field, f"not a string: {_short(session)}")
             session = ""
         elif len(session) > MAX_SESSION_ID_LENGTH:
-            problem(session_field, f"longer than {MAX_SESSION_ID_LENGTH} characters ({len(session)}): {_short(session)}")
+            problem(
+                session_field, f"longer than {MAX_SESSION_ID_LENGTH} characters ({len(session)}): {_short(session)}"
+            )
 
         if self.team_id is not None:
             team_id: int | None = self.team_id
@@ -568,7 +593,12 @@ class _RowParser:
 
         if not (event.isascii() and distinct_id.isascii() and session.isascii() and props_text.isascii()):
             # A JSON escape like \ud800 decodes to a lone surrogate, which no UTF-8 insert can carry.
-            for field, text in (("event", event), (distinct_field, distinct_id), (session_field, session), ("properties", props_text)):
+            for field, text in (
+                ("event", event),
+                (distinct_field, distinct_id),
+                (session_field, session),
+                ("properties", props_text),
+            ):
                 if not _utf8_encodable(text):
                     problem(field, "contains an unpaired UTF-16 surrogate escape, which is not valid UTF-8")
 
@@ -601,6 +631,7 @@ class _RowParser:
             tokens = _non_negative_int(props[key])
             if tokens is None:
                 problem(key, f"not a non-negative integer: {_short(props[key])}")
+                props[key] = None  # reported once here, not again when serialising a NaN
             else:
                 props[key] = tokens
         if _COST_KEY not in props or props[_COST_KEY] is None:
@@ -608,6 +639,7 @@ class _RowParser:
         cost = _non_negative_decimal(props[_COST_KEY])
         if cost is None:
             problem(_COST_KEY, f"not a non-negative finite number: {_short(props[_COST_KEY])}")
+            props[_COST_KEY] = None
             return None
         props[_COST_KEY] = _COST_PLACEHOLDER
         return format(cost, "f")
@@ -633,19 +665,21 @@ class _CsvColumns:
     uuid: int | None
     team_id: int | None
     inserted_at: int | None
+    properties_json: int | None
     properties: tuple[tuple[int, str], ...]
 
     @classmethod
     def from_header(cls, header: list[str], line: int, name: str) -> _CsvColumns:
         problems: list[RowProblem] = []
         index: dict[str, int] = {}
-        for position, name in enumerate(header):
-            if name == "":
+        for position, column in enumerate(header):
+            if column == "":
                 problems.append(RowProblem(line, f"column {position + 1}", "the header names no column here"))
-            elif name in index:
-                problems.append(RowProblem(line, name, f"column named twice (columns {index[name] + 1} and {position + 1})"))
+            elif column in index:
+                where = f"columns {index[column] + 1} and {position + 1}"
+                problems.append(RowProblem(line, column, f"column named twice ({where})"))
             else:
-                index[name] = position
+                index[column] = position
         for required in (_CSV_EVENT, _CSV_TIMESTAMP):
             if required not in index:
                 problems.append(RowProblem(line, required, "no such column in the header"))
@@ -668,6 +702,7 @@ class _CsvColumns:
             uuid=index.get("uuid"),
             team_id=index.get("team_id"),
             inserted_at=index.get("inserted_at"),
+            properties_json=index.get("properties"),
             properties=tuple((i, n) for n, i in index.items() if n not in known),
         )
 

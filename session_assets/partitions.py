@@ -14,3 +14,11 @@ daily_partitions_def = dg.DailyPartitionsDefinition(
     timezone="UTC",
     end_offset=1,
 )
+
+# One key per scanner id ([a-z0-9-] only: `|` breaks multi keys, commas break UI selection).
+scanner_partitions_def = dg.DynamicPartitionsDefinition(name="scanners")
+
+# Keys look like "2026-11-23|checkout-errors" (dimensions sort by name).
+scanner_day_partitions_def = dg.MultiPartitionsDefinition(
+    {"date": daily_partitions_def, "scanner": scanner_partitions_def}
+)

@@ -47,15 +47,11 @@ class ClickHouseResource(dg.ConfigurableResource):
     def query(self, name: str, **params: Any) -> QueryResult:
         """Run `sql/clickhouse/<name>.sql` with bound parameters."""
         text = sql.load(f"clickhouse/{name}.sql")
-        return self.client().query(text, parameters=self._bind(text, params))
+        return self.client().query(text, parameters=sql.bind(text, {**self.table_params(), **params}))
 
     def command(self, name: str, **params: Any) -> Any:
         text = sql.load(f"clickhouse/{name}.sql")
-        return self.client().command(text, parameters=self._bind(text, params))
-
-    def _bind(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
-        merged = {**self.table_params(), **params}
-        return {k: v for k, v in merged.items() if "{" + k + ":" in text}
+        return self.client().command(text, parameters=sql.bind(text, {**self.table_params(), **params}))
 
 
 _schema_ready: set[tuple[str, str, str]] = set()

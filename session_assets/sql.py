@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # In a wheel the files ship inside the package; in a checkout they sit at the top level.
@@ -53,3 +54,22 @@ def migrations(dialect: str) -> list[tuple[str, str]]:
     folder = sql_dir() / dialect
     found = sorted(p.name for p in folder.iterdir() if _MIGRATION_NAME.match(p.name))
     return [(name.removesuffix(".sql"), f"{dialect}/{name}") for name in found]
+
+
+def bind(text: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a ClickHouse statement names (`{name:Type}`): servers reject unused ones."""
+    return {name: value for name, value in params.items() if "{" + name + ":" in text}
+
+
+_FILTER_SLOT = re.compile(r"^[ \t]*--[ \t]*@filter[ \t]*$", re.MULTILINE)
+
+
+def with_filter(text: str, predicate: str) -> str:
+    """Put a compiled scanner filter in a statement's `-- @filter` slot.
+
+    The predicate is SQL the filter compiler generated from whitelisted names
+    and `{param:Type}` placeholders; user values travel only as parameters.
+    """
+    if len(_FILTER_SLOT.findall(text)) != 1:
+        raise ValueError("statement has no single `-- @filter` slot")
+    return _FILTER_SLOT.sub(lambda _: predicate, text)

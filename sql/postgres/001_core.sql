@@ -8,6 +8,8 @@ CREATE TABLE scanners (
     filter jsonb NOT NULL DEFAULT '{}'::jsonb,
     rule jsonb NOT NULL DEFAULT '{}'::jsonb,
     sample_rate double precision NOT NULL DEFAULT 1.0 CHECK (sample_rate >= 0 AND sample_rate <= 1),
+    -- Sweeps never look before this: creation time - settle for a new scanner,
+    -- moved forward by `scanners enable --from-now`.
     start_at timestamptz NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
@@ -46,6 +48,9 @@ CREATE TABLE team_quotas (
     period date NOT NULL, -- first day of the month
     observation_limit bigint NOT NULL CHECK (observation_limit >= 0),
     used bigint NOT NULL DEFAULT 0 CHECK (used >= 0),
+    -- What the latest reservation granted: lets one UPDATE both take quota and
+    -- report how much it took (RETURNING sees only the new row).
+    last_granted bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (team_id, period),
     CHECK (used <= observation_limit)
 );

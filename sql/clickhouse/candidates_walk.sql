@@ -1,0 +1,12 @@
+-- The sampled candidates of one window in keyset order (session_end, session_id),
+-- streamed in blocks so memory stays flat however many there are.
+SELECT
+    team_id, session_id, distinct_id, session_start, session_end, duration_s,
+    event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
+    ai_generation_count, input_tokens, output_tokens, cost_usd, entry_url, late
+FROM scanner_candidates FINAL
+WHERE scanner_id = {scanner_id:String}
+  AND day = {day:Date}
+  AND window_as_of = {as_of:DateTime64(6, 'UTC')}
+  AND sampled = 1
+ORDER BY session_end, session_id

@@ -1,0 +1,1 @@
+DELETE FROM scanners WHERE id = %(id)s RETURNING id
