@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -49,13 +50,13 @@ import numpy as np  # noqa: E402
 
 from session_assets import clickhouse as ch  # noqa: E402
 from session_assets import sql  # noqa: E402
-from session_assets.assets import events, session_counter_rollups  # noqa: E402
-from session_assets.assets.rollups import INCREMENTAL_OVERLAP, day_start  # noqa: E402
+from session_assets.assets.events import events  # noqa: E402
+from session_assets.assets.rollups import INCREMENTAL_OVERLAP, LATE_HORIZON, day_start, session_counter_rollups  # noqa: E402
 from session_assets.demo_data import generate_bulk_events, uuid_bytes_to_strings  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.partitions import daily_partitions_def  # noqa: E402
 from session_assets.resources import ClickHouseResource  # noqa: E402
-from session_assets.run_context import AS_OF_TAG, BACKFILL_TAG  # noqa: E402
+from session_assets.run_context import AS_OF_TAG, BACKFILL_TAG, latest_materialization  # noqa: E402
 
 UTC = timezone.utc
 DAY = date(2025, 1, 15)
@@ -113,17 +114,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     value = fn()
     return time.perf_counter() - started, value
-
-
-def summary_of(result: Any) -> dict[str, str]:
-    summary = getattr(result, "summary", None)
-    return dict(summary) if isinstance(summary, dict) else {}
-
-
-def fmt_rows_bytes(summary: Mapping[str, str]) -> str:
-    if "read_rows" not in summary:
-        return ""
-    return f", read {int(summary['read_rows']):,} rows / {int(summary.get('read_bytes', 0)) / 1e6:,.1f} MB"
 
 
 def verdict(value: float, goal: float) -> str:
@@ -204,13 +194,17 @@ class Bench:
             events=int(meta["events"]),
         )
 
-    def new_batch(self, n_events: int, seed: int, t_prev: datetime, t_next: datetime, t1: datetime) -> tuple[dict[str, Any], int, int]:
-        """1% new events for the day: (columns, existing sessions continued, new sessions).
+    def new_batch(
+        self, n_events: int, seed: int, t_prev: datetime, t_next: datetime, t1: datetime, *, recent: bool = False
+    ) -> tuple[dict[str, Any], int, int]:
+        """New events for the day: (columns, existing sessions continued, new sessions).
 
         A generated batch whose sessions are, for EXISTING_SHARE of them, moved onto
-        random sessions loaded before T1 (same team, distinct_id and session id,
-        timestamps continuing after that session's last event); inserted_at is
-        spread over (t_prev, t_next].
+        sessions loaded before T1 (same team, distinct_id and session id, timestamps
+        continuing after that session's last event): random ones, or with `recent`
+        the most recently started ones. The rest stay new sessions. Each session's
+        events arrive together: inserted_at = a per-session arrival time spread
+        over (t_prev, t_next - 10 s] plus 0-10 s.
         """
         rng = np.random.default_rng(seed)
         batch = generate_bulk_events(n_events=n_events, day=self.day, seed=seed)
@@ -219,21 +213,17 @@ class Bench:
         sizes = np.diff(np.r_[starts, len(sid)])
         n_sessions = len(starts)
         wanted = int(round(n_sessions * EXISTING_SHARE))
-        existing = self.client.query(
+        pick = (
             "SELECT team_id, `$session_id`, any(distinct_id), toUnixTimestamp64Micro(max(timestamp)) "
             "FROM {events_db:Identifier}.{events_table:Identifier} "
             "WHERE timestamp >= {start:DateTime64(6, 'UTC')} AND timestamp < {end:DateTime64(6, 'UTC')} "
             "AND inserted_at <= {t1:DateTime64(6, 'UTC')} "
-            "GROUP BY team_id, `$session_id` ORDER BY cityHash64(`$session_id`, {seed:UInt64}) LIMIT {n:UInt64}",
-            parameters={
-                **self.resource.table_params(),
-                "start": self.day_start,
-                "end": self.day_end,
-                "t1": t1,
-                "seed": seed,
-                "n": wanted,
-            },
-        ).result_rows
+            "GROUP BY team_id, `$session_id` "
+            + ("ORDER BY min(timestamp) DESC " if recent else "ORDER BY cityHash64(`$session_id`, {seed:UInt64}) ")
+            + "LIMIT {n:UInt64}"
+        )
+        params = {"start": self.day_start, "end": self.day_end, "t1": t1, "seed": seed, "n": wanted}
+        existing = self.client.query(pick, parameters=bind(self.resource, pick, params)).result_rows
         moved = rng.choice(n_sessions, len(existing), replace=False)
 
         ts = batch["timestamp"].astype("datetime64[us]").astype(np.int64)
@@ -251,8 +241,9 @@ class Bench:
             distinct[rows] = distinct_id
             session[rows] = session_id
             props[rows] = [p.replace(old, session_id, 1) for p in props[rows]]
-        span = us(t_next) - us(t_prev)
-        inserted = us(t_prev) + rng.integers(1, span + 1, n_events)
+        jitter = 10_000_000
+        arrival = us(t_prev) + rng.integers(1, us(t_next) - us(t_prev) - jitter + 1, n_sessions)
+        inserted = np.repeat(arrival, sizes) + rng.integers(0, jitter + 1, n_events)
         columns = {
             "uuid": batch["uuid"],
             "event": batch["event"],
@@ -363,7 +354,7 @@ def measure(
     correct = without_events == 0 and not_rolled_up == 0 and differ == 0 and incr_runs[-1].events == total_events
 
     # Where the time goes: the asset's statements one by one (same parameters).
-    breakdown = diagnose(bench, t1, last_as_of, t_prev - SWEEP)
+    breakdown = diagnose(bench, last_as_of, last_as_of - SWEEP, n_new)
 
     print()
     print(f"full-day sessions: {sessions:,} ({n_events / sessions:.1f} events per session)")
@@ -380,6 +371,10 @@ def measure(
     print(f"asset duration_s: {', '.join(f'{r.duration_s:.3f}' for r in full_runs)}")
     print(f"incremental wall (s): {', '.join(f'{r.wall_s:.3f}' for r in incr_runs)}")
     print(f"incremental duration_s: {', '.join(f'{r.duration_s:.3f}' for r in incr_runs)}")
+    print(
+        f"Dagster overhead (wall - duration_s), median: full {statistics.median(r.wall_s - r.duration_s for r in full_runs):.3f} s, "
+        f"incremental {statistics.median(r.wall_s - r.duration_s for r in incr_runs):.3f} s"
+    )
     print(f"first non-backfill full run as of T1: wall {first.wall_s:.3f} s, duration_s {first.duration_s:.3f}")
     for line in breakdown:
         print(f"breakdown: {line}")
@@ -412,51 +407,113 @@ def measure(
     return 0 if correct else 1
 
 
-def diagnose(bench: Bench, t1: datetime, as_of: datetime, previous: datetime) -> list[str]:
-    """Time each statement of the last incremental run and of a full run separately."""
+def diagnose(bench: Bench, as_of: datetime, previous: datetime, n_new: int, samples: int = 3) -> list[str]:
+    """Where an asset run's time goes: its statements, and parts of them, timed one by one.
+
+    Uses the last incremental window (`previous` - overlap, `as_of`]; each figure is
+    the median of `samples` runs, the rollup table merged before each. Re-running
+    the incremental INSERT rewrites identical rows (same version), so it is harmless.
+    Finally adds a time-local batch after `as_of` (continuing the most recently
+    started sessions) and times the incremental INSERT over it alone.
+    """
     since = previous - INCREMENTAL_OVERLAP
-    lines = []
-    events_ref = "{events_db:Identifier}.{events_table:Identifier}"
-    touched_sql = (
-        f"SELECT count() FROM (SELECT DISTINCT team_id, `$session_id`, toDate(timestamp) FROM {events_ref} "
+    incremental = bench.rollup_params(full=False, as_of=as_of, since=since)
+    full = bench.rollup_params(full=True, as_of=as_of)
+    text = sql.load("clickhouse/rollup_sessions.sql")
+    # The statement's SELECT and its FROM ... WHERE ..., cut out of the file itself.
+    select = "SELECT" + text.split("\nSELECT", 1)[1]
+    where = "FROM" + select.split("\nFROM", 1)[1].split("\nGROUP BY", 1)[0]
+    # The same SELECT with every JSON extraction replaced by a constant: `properties` unread.
+    no_json = re.sub(r"JSONExtractRaw\(properties, '[^']*'\)", "''", select)
+    no_json = re.sub(r"JSONExtractString\(properties, '[^']*'\)", "''", no_json)
+    no_json = re.sub(r"JSONExtract\(properties, '[^']*', '[^']*'\)", "toInt64(0)", no_json)
+    session_only = where.replace(
+        "(team_id, `$session_id`, toDate(timestamp)) IN (\n          SELECT team_id, `$session_id`, toDate(timestamp)",
+        "`$session_id` IN (\n          SELECT `$session_id`",
+    )
+    touched = (
+        "SELECT count() FROM (SELECT DISTINCT team_id, `$session_id`, toDate(timestamp) "
+        "FROM {events_db:Identifier}.{events_table:Identifier} "
         "WHERE timestamp >= {range_start:DateTime64(6, 'UTC')} AND timestamp < {range_end:DateTime64(6, 'UTC')} "
         "AND toDate(timestamp) IN {days:Array(Date)} "
         "AND inserted_at > {since:DateTime64(6, 'UTC')} AND inserted_at <= {as_of:DateTime64(6, 'UTC')})"
     )
-    params = bench.rollup_params(full=False, as_of=as_of, since=since)
 
-    def query_line(label: str, fn: Callable[[], Any]) -> None:
-        bench.settle()
-        seconds, result = timed(fn)
-        extra = ""
-        if hasattr(result, "result_rows") and result.result_rows and len(result.result_rows[0]) == 1:
-            extra = f" -> {result.result_rows[0][0]}"
-        lines.append(f"{label}: {seconds:.3f} s{fmt_rows_bytes(summary_of(result))}{extra}")
+    def raw(statement: str, params: Mapping[str, Any]) -> Callable[[], Any]:
+        return lambda: bench.client.query(statement, parameters=bind(bench.resource, statement, params))
 
-    query_line(
-        "incremental rollup_late_days",
-        lambda: bench.query(
-            "rollup_late_days",
-            since=since,
-            as_of=as_of,
-            horizon_start=bench.day_start - timedelta(days=7),
-            day_start=bench.day_start,
-        ),
-    )
-    query_line(
-        "incremental touched-keys subquery alone",
-        lambda: bench.client.query(touched_sql, parameters=bind(bench.resource, touched_sql, params)),
-    )
-    query_line("incremental rollup_sessions INSERT", lambda: bench.command("rollup_sessions", **params))
+    def median_s(fn: Callable[[], Any], settle: bool = True) -> tuple[float, Any]:
+        times, result = [], None
+        for _ in range(samples):
+            if settle:
+                bench.settle()
+            seconds, result = timed(fn)
+            times.append(seconds)
+        return statistics.median(times), result
+
+    def value(result: Any) -> str:
+        rows = getattr(result, "result_rows", None)
+        return f" -> {rows[0][0]:,} rows" if rows and len(rows[0]) == 1 and isinstance(rows[0][0], int) else ""
+
+    def granules(params: Mapping[str, Any]) -> str:
+        """'kept/total' granules of the primary-key step of the incremental statement's plan."""
+        explain = f"EXPLAIN indexes = 1 {select}"
+        section, kept = "", []
+        for (line,) in raw(explain, params)().result_rows:
+            stripped = line.strip()
+            if stripped in ("MinMax", "Partition", "PrimaryKey", "Skip"):
+                section = stripped
+            elif stripped.startswith("Granules:") and section == "PrimaryKey":
+                kept.append(stripped.split(":", 1)[1].strip())
+        return ", ".join(kept) or "?"
+
+    lines = []
+
+    def add(label: str, fn: Callable[[], Any], settle: bool = True) -> float:
+        seconds, result = median_s(fn, settle)
+        lines.append(f"{label}: {seconds:.3f} s{value(result)}")
+        return seconds
+
+    def stats() -> Any:
+        return bench.query("rollup_partition_stats", day=bench.day, as_of=as_of)
+
+    add("asset body, previous covered_until from the Dagster instance", lambda: latest_materialization(bench.instance, session_counter_rollups.key, bench.day.isoformat()), settle=False)
+    add("incremental rollup_late_days", lambda: bench.query(
+        "rollup_late_days", since=since, as_of=as_of, horizon_start=bench.day_start - LATE_HORIZON, day_start=bench.day_start
+    ))
+    add("incremental touched-keys subquery alone (distinct keys)", raw(touched, incremental))
+    add("incremental rollup_sessions INSERT (whole statement)", lambda: bench.command("rollup_sessions", **incremental))
+    lines.append(f"incremental statement, granules kept by the primary key: {granules(incremental)}")
+    add("  its row filter alone: count() (key columns + tuple IN)", raw(f"SELECT count() {where}", incremental))
+    if session_only != where:
+        add("  same filter with a `$session_id`-only IN", raw(f"SELECT count() {session_only}", incremental))
+    add("  its row filter + reading properties: sum(cityHash64(properties))", raw(f"SELECT sum(cityHash64(properties)) {where}", incremental))
+    if "properties" not in no_json.split("\nFROM", 1)[0]:
+        add("  its SELECT with the JSON extractions replaced by constants", raw(no_json, incremental))
+        add("  its SELECT as written", raw(select, incremental))
     bench.settle()
-    query_line("rollup_partition_stats (FINAL) after merge", lambda: bench.query("rollup_partition_stats", day=bench.day, as_of=as_of))
-    seconds, _ = timed(lambda: bench.command("rollup_sessions", **bench.rollup_params(full=True, as_of=as_of)))
-    lines.append(f"full rollup_sessions INSERT: {seconds:.3f} s")
-    seconds, result = timed(lambda: bench.query("rollup_partition_stats", day=bench.day, as_of=as_of))
-    lines.append(
-        f"rollup_partition_stats (FINAL) right after a full INSERT (2 versions of the day): {seconds:.3f} s"
-        f"{fmt_rows_bytes(summary_of(result))}"
+    bench.command("rollup_sessions", **incremental)
+    add("rollup_partition_stats FINAL after an incremental INSERT", stats, settle=False)
+    add("full rollup_sessions INSERT (whole statement)", lambda: bench.command("rollup_sessions", **full))
+    add("  full-day row filter + reading properties: sum(cityHash64(properties))", raw(f"SELECT sum(cityHash64(properties)) {where}", full))
+    if "properties" not in no_json.split("\nFROM", 1)[0]:
+        add("  full-day SELECT with the JSON extractions replaced by constants", raw(no_json, full))
+    bench.settle()
+    bench.command("rollup_sessions", **full)
+    add("rollup_partition_stats FINAL right after a full INSERT (2 versions of the day)", stats, settle=False)
+
+    # Time-local arrivals: the batch continues the most recently started sessions.
+    start, end = as_of + 2 * INCREMENTAL_OVERLAP, as_of + SWEEP
+    batch, continued, fresh = bench.new_batch(n_new, 4242, start, end, previous, recent=True)
+    insert_chunked(bench.resource, batch)
+    local = bench.rollup_params(full=False, as_of=end, since=start - timedelta(microseconds=1))
+    seconds = add(
+        f"time-local batch ({n_new:,} events continuing the {continued:,} most recent sessions + {fresh:,} new), "
+        "incremental rollup_sessions INSERT",
+        lambda: bench.command("rollup_sessions", **local),
     )
+    lines.append(f"  its granules kept by the primary key: {granules(local)}")
+    bench.settle()
     return lines
 
 

@@ -5,15 +5,19 @@ they compare only what that run recomputed; when a day completes, or when the
 check is launched on its own, they compare the whole partition.
 """
 
-
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 
+from session_assets import sql
 from session_assets.assets.rollups import day_start, session_counter_rollups
-from session_assets.partitions import daily_partitions_def
-from session_assets.resources import ClickHouseResource
+from session_assets.assets.scanning import OBSERVATION_BATCHES
+from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
+from session_assets.resources import ClickHouseResource, PostgresResource
+from session_assets.scanners import store as scanner_store
 from session_assets.run_context import latest_materialization, metadata_time
+from session_assets.watermarks import Watermark
 
 
 def rollup_check_scope(materialized_by_this_run: bool, mode: str, complete: bool, was_complete: bool) -> str:
@@ -82,3 +86,66 @@ def _was_complete_before(context: dg.AssetCheckExecutionContext, partition_key: 
         return False
     complete = earlier[0].asset_materialization.metadata.get("complete")
     return bool(complete.value) if complete is not None else False
+
+
+@dg.asset_check(
+    asset=OBSERVATION_BATCHES,
+    partitions_def=scanner_day_partitions_def,
+    description="At most one observation per (scanner, session): no session of this partition was observed twice.",
+)
+def one_observation_per_session(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    scanner_id, day = _scanner_day(context.partition_key)
+    with postgres.pool().connection() as conn:
+        duplicates = conn.execute(
+            sql.load("postgres/check_duplicate_observations.sql"), {"scanner_id": scanner_id, "day": day}
+        ).fetchone()[0]
+    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_observations": int(duplicates)})
+
+
+@dg.asset_check(
+    asset=OBSERVATION_BATCHES,
+    partitions_def=scanner_day_partitions_def,
+    description="The scanner's team never used more observations than its monthly quota.",
+)
+def team_quota_not_exceeded(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
+    scanner_id, _ = _scanner_day(context.partition_key)
+    pool = postgres.pool()
+    team_id = scanner_store.get(pool, scanner_id).row["team_id"]
+    with pool.connection() as conn:
+        over = conn.execute(sql.load("postgres/check_quota.sql"), {"team_id": team_id}).fetchone()[0]
+    return dg.AssetCheckResult(passed=over == 0, metadata={"team_id": int(team_id), "periods_over_limit": int(over)})
+
+
+@dg.asset_check(
+    asset=OBSERVATION_BATCHES,
+    partitions_def=scanner_day_partitions_def,
+    description="The partition's watermark (end, session_id) never moved backwards between materializations.",
+)
+def watermark_never_moves_backwards(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=OBSERVATION_BATCHES, asset_partitions=[str(context.partition_key)]), limit=2
+    ).records
+    marks = [
+        Watermark.from_metadata({k: v.value for k, v in r.asset_materialization.metadata.items()})
+        for r in records
+        if r.asset_materialization is not None
+    ]
+    if len(marks) < 2 or None in marks:
+        return dg.AssetCheckResult(passed=True, metadata={"compared": len(marks)})
+    latest, before = marks
+    return dg.AssetCheckResult(
+        passed=latest.key >= before.key,
+        metadata={
+            "watermark": dg.MetadataValue.timestamp(latest.end),
+            "previous_watermark": dg.MetadataValue.timestamp(before.end),
+        },
+    )
+
+
+def _scanner_day(partition_key: Any) -> tuple[str, date]:
+    keys = partition_key.keys_by_dimension if hasattr(partition_key, "keys_by_dimension") else dict(
+        zip(("date", "scanner"), str(partition_key).split("|"))
+    )
+    return keys["scanner"], date.fromisoformat(keys["date"])

@@ -129,6 +129,87 @@ def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
     console.print(f"loaded {report.rows:,} events from {path} in {report.batches} batches ({report.seconds:.1f}s)")
 
 
+@main.group()
+def scanners() -> None:
+    """Manage saved scanners (YAML definitions, stored in Postgres)."""
+
+
+def _scanner_pool():
+    _, resources = _stack_and_resources()
+    return resources["postgres"].pool()
+
+
+@scanners.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+def scanners_add(path: Path) -> None:
+    """Validate a YAML file (one scanner or a list) and save its scanners."""
+    import dagster as dg
+
+    from session_assets.partitions import scanner_partitions_def
+    from session_assets.scanners import load_scanners
+    from session_assets.scanners import store
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    found = load_scanners(path)  # validates everything before saving anything
+    pool = _scanner_pool()
+    for scanner in found:
+        added = store.save(pool, scanner)
+        console.print(f"{'added' if added else 'updated'} scanner {scanner.id} (team {scanner.team_id}, {scanner.kind})")
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(scanner_partitions_def.name, [s.id for s in found])
+
+
+@scanners.command("list")
+def scanners_list() -> None:
+    """Every saved scanner, with what is wrong with any that no longer validates."""
+    from session_assets.scanners import store
+
+    table = Table()
+    for column in ("id", "team", "kind", "enabled", "sample", "start_at", "name / problem"):
+        table.add_column(column)
+    for stored in store.list_all(_scanner_pool()):
+        row = stored.row
+        table.add_row(
+            row["id"], str(row["team_id"]), row["kind"], "yes" if row["enabled"] else "no", f"{row['sample_rate']:g}",
+            f"{row['start_at']:%Y-%m-%d %H:%M}", row["name"] if stored.error is None else f"INVALID: {stored.error}",
+        )
+    console.print(table)
+
+
+@scanners.command("enable")
+@click.argument("scanner_id")
+@click.option("--from-now", is_flag=True, help="Skip what happened while disabled: restart at now - settle.")
+def scanners_enable(scanner_id: str, from_now: bool) -> None:
+    """Enable a scanner; by default it resumes from its watermark."""
+    from session_assets.assets.rollups import SETTLE
+    from session_assets.scanners import store
+
+    start_at = utc_now() - SETTLE if from_now else None
+    store.set_enabled(_scanner_pool(), scanner_id, True, start_at)
+    console.print(f"enabled {scanner_id}" + (f", restarting at {start_at:%Y-%m-%d %H:%M:%S} UTC" if start_at else ""))
+
+
+@scanners.command("disable")
+@click.argument("scanner_id")
+def scanners_disable(scanner_id: str) -> None:
+    """Stop sweeping a scanner (its watermark is kept)."""
+    from session_assets.scanners import store
+
+    store.set_enabled(_scanner_pool(), scanner_id, False)
+    console.print(f"disabled {scanner_id}")
+
+
+@scanners.command("remove")
+@click.argument("scanner_id")
+def scanners_remove(scanner_id: str) -> None:
+    """Delete a scanner's definition (its observations stay)."""
+    from session_assets.scanners import store
+
+    store.remove(_scanner_pool(), scanner_id)
+    console.print(f"removed {scanner_id}")
+
+
 @main.command()
 def migrate() -> None:
     """Create or upgrade the ClickHouse and Postgres schemas."""

@@ -111,7 +111,10 @@ def _cmdline() -> str:
 
 
 class _Clients:
-    """One client per (url, database) per process; chDB clients keep the engine lock."""
+    """One client per (url, database) per process; chDB clients keep the engine lock.
+
+    Clients return timezone-aware UTC datetimes (`tz_mode="aware"`).
+    """
 
     _guard = threading.Lock()
     _open: dict[tuple[str, str], Client] = {}
@@ -145,13 +148,13 @@ def _connect(url: str, database: str, lock_timeout_s: float) -> Client:
             bootstrap = clickhouse_connect.get_client(dsn=f"chdb://{path}")
             bootstrap.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
             bootstrap.close()
-            return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database)
+            return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database, tz_mode="aware")
         except Exception as error:
             _EngineLock.release(path)
             raise ClickHouseUnavailable(f"could not open the embedded ClickHouse at {path}: {error}") from error
     try:
         # No HTTP session id: one client serves several threads, and sessions lock per query.
-        options = {"connect_timeout": 10, "autogenerate_session_id": False}
+        options = {"connect_timeout": 10, "autogenerate_session_id": False, "tz_mode": "aware"}
         bootstrap = clickhouse_connect.get_client(dsn=url, **options)
         bootstrap.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
         bootstrap.close()

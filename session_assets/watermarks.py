@@ -110,8 +110,9 @@ class Window:
         }
 
 
-def window(watermark: Watermark, frontier_at: datetime) -> Window:
-    late_floor = watermark.end - LATENESS_HORIZON
+def window(watermark: Watermark, frontier_at: datetime, scanner_start: datetime) -> Window:
+    """Bounds of one sweep; late data is never looked for before the scanner's start."""
+    late_floor = max(watermark.end - LATENESS_HORIZON, scanner_start)
     return Window(
         watermark=watermark,
         frontier=frontier_at,

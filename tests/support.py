@@ -183,3 +183,81 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
 def _utc(value: Any) -> datetime:
     value = pd.Timestamp(value).to_pydatetime()
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --- scanners -------------------------------------------------------------------
+
+
+def scanner_definition(scanner_id: str = "errors", team_id: int = 1, **overrides: Any) -> dict[str, Any]:
+    definition = {
+        "id": scanner_id,
+        "team_id": team_id,
+        "name": f"test scanner {scanner_id}",
+        "kind": "match",
+        "filter": {},
+        "rule": {},
+        "sample_rate": 1.0,
+        "start_at": "2024-02-28T00:00:00Z",
+    }
+    definition.update(overrides)
+    return definition
+
+
+def add_scanner(instance: dg.DagsterInstance, postgres: Any, **definition: Any):
+    from session_assets.partitions import scanner_partitions_def
+    from session_assets.scanners import parse_scanner
+    from session_assets.scanners import store
+
+    scanner = parse_scanner(scanner_definition(**definition), source="test")
+    store.save(postgres.pool(), scanner)
+    instance.add_dynamic_partitions(scanner_partitions_def.name, [scanner.id])
+    return scanner
+
+
+def sweep(
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, Any],
+    scanner_id: str,
+    day: date | str,
+    as_of: datetime,
+    *,
+    backfill: bool = False,
+    page_size: int = 1000,
+    default_monthly_quota: int | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    from session_assets.assets import scanner_sweep
+    from session_assets.checks import one_observation_per_session, team_quota_not_exceeded, watermark_never_moves_backwards
+
+    tags = {AS_OF_TAG: as_of.isoformat()}
+    if backfill:
+        tags[BACKFILL_TAG] = "test-backfill"
+    config: dict[str, Any] = {"page_size": page_size}
+    if default_monthly_quota is not None:
+        config["default_monthly_quota"] = default_monthly_quota
+    return dg.materialize(
+        [session_counter_rollups, scanner_sweep, one_observation_per_session, team_quota_not_exceeded, watermark_never_moves_backwards],
+        selection=dg.AssetSelection.assets(scanner_sweep) | dg.AssetSelection.checks_for_assets(scanner_sweep),
+        partition_key=f"{day}|{scanner_id}",
+        resources=dict(resources),
+        instance=instance,
+        tags=tags,
+        run_config={"ops": {"scanner_sweep": {"config": config}}},
+        raise_on_error=raise_on_error,
+    )
+
+
+def sweep_metadata(result: dg.ExecuteInProcessResult, asset: str = "observation_batches") -> dict[str, Any]:
+    found = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey(asset)]
+    (event,) = found
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def observed(postgres: Any, scanner_id: str) -> dict[str, dict[str, Any]]:
+    with postgres.pool().connection() as conn:
+        rows = conn.execute(
+            "SELECT session_id, verdict, score, evidence, batch_key, created_at, day FROM observations "
+            "WHERE scanner_id = %s ORDER BY session_id",
+            (scanner_id,),
+        ).fetchall()
+    return {r[0]: {"verdict": r[1], "score": r[2], "evidence": r[3], "batch_key": r[4], "created_at": r[5], "day": r[6]} for r in rows}

@@ -54,11 +54,17 @@ def test_frontier_is_the_settle_cutoff_capped_at_day_end():
 
 def test_window_bounds():
     mark = Watermark(at("2024-03-01T10:00:00"), "s1", at("2024-03-01T10:40:00"))
-    w = window(mark, at("2024-03-01T11:00:00"))
+    w = window(mark, at("2024-03-01T11:00:00"), SCANNER_START)
     assert w.min_start == mark.end - LOOKBACK
     assert w.late_since == mark.as_of and w.late_floor == mark.end - LATENESS_HORIZON
     assert w.window_start == w.late_floor - LOOKBACK
-    assert window(Watermark(mark.end, "s1"), w.frontier).params()["late_enabled"] is False
+    assert window(Watermark(mark.end, "s1"), w.frontier, SCANNER_START).params()["late_enabled"] is False
+
+
+def test_late_data_is_never_looked_for_before_the_scanner_start():
+    mark = Watermark(at("2024-03-01T10:00:00"), "s1", at("2024-03-01T10:40:00"))
+    restarted = at("2024-03-01T09:00:00")
+    assert window(mark, at("2024-03-01T11:00:00"), restarted).late_floor == restarted
 
 
 def test_finished_walk_moves_to_the_frontier_and_a_stopped_one_to_its_last_session():

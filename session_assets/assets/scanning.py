@@ -1,0 +1,240 @@
+"""`scanner_candidate_windows` and `observation_batches`: one sweep of one scanner over one day.
+
+Both are materialized by one step, at its end, only on success: the new
+watermark is recorded once the observations it covers are durable, and a
+failed run records nothing, so the next run resumes from the last good one.
+"""
+
+import time
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+
+from session_assets import observations, sql, watermarks
+from session_assets.assets.rollups import session_counter_rollups
+from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
+from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+from session_assets.run_context import is_backfill, latest_materialization, metadata_time, parse_as_of
+from session_assets.scanners import ScannerError, compile_filter
+from session_assets.scanners import store as scanner_store
+
+
+
+class SweepConfig(dg.Config):
+    """Run configuration of a sweep (the defaults suit production)."""
+
+    page_size: int = 1000  # candidates per Postgres transaction and batch object
+    default_monthly_quota: int = observations.DEFAULT_MONTHLY_QUOTA  # for teams without a quota row yet
+
+CANDIDATE_WINDOWS = dg.AssetKey("scanner_candidate_windows")
+OBSERVATION_BATCHES = dg.AssetKey("observation_batches")
+
+CANDIDATE_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("scanner_id", "String"),
+        dg.TableColumn("team_id", "Int64"),
+        dg.TableColumn("day", "Date", description="The (scanner, day) partition that found the session."),
+        dg.TableColumn("session_id", "String"),
+        dg.TableColumn("session_start", "DateTime64(6, 'UTC')"),
+        dg.TableColumn("session_end", "DateTime64(6, 'UTC')", description="Keyset with session_id."),
+        dg.TableColumn("duration_s", "Int64"),
+        dg.TableColumn("event_count … cost_usd", "counters", description="The session counters the verdict used."),
+        dg.TableColumn("late", "UInt8", description="Found again because its events arrived late."),
+        dg.TableColumn("sampled", "UInt8", description="Passed the scanner's deterministic sample."),
+        dg.TableColumn("window_as_of", "DateTime64(6, 'UTC')", description="As-of time of the sweep (row version)."),
+    ]
+)
+OBSERVATION_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("id", "bigint"),
+        dg.TableColumn("team_id", "bigint"),
+        dg.TableColumn("scanner_id", "text"),
+        dg.TableColumn("session_id", "text", description="Unique per scanner: exactly one observation."),
+        dg.TableColumn("day", "date"),
+        dg.TableColumn("verdict", "text", description="The scanner kind's label, e.g. flagged / ok / match."),
+        dg.TableColumn("score", "double precision"),
+        dg.TableColumn("evidence", "jsonb"),
+        dg.TableColumn("batch_key", "text", description="Object holding this observation (gzipped JSONL)."),
+        dg.TableColumn("created_at", "timestamptz", description="Never changed by a retry."),
+    ]
+)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            CANDIDATE_WINDOWS,
+            description=(
+                "For each (scanner, day): the sessions of the scanner's team that ended after its watermark and "
+                "went quiet (end at or before the frontier = min(day end, min(as-of, rollups' covered_until) - 35 "
+                "min)), started within 26 h of the watermark, have a 1..128-character id, pass the filter, and the "
+                "deterministic sample; plus sessions whose events arrived late (48 h horizon). Stored in the "
+                "ClickHouse table `scanner_candidates`."
+            ),
+            deps=[session_counter_rollups],
+            partitions_def=scanner_day_partitions_def,
+            group_name="scanning",
+            owners=["team:data-platform"],
+            kinds={"clickhouse"},
+            metadata={"dagster/column_schema": CANDIDATE_COLUMNS, "dagster/table_name": "scanner_candidates"},
+        ),
+        dg.AssetSpec(
+            OBSERVATION_BATCHES,
+            description=(
+                "Exactly one observation per (scanner, session) in Postgres `observations`, written page by page "
+                "in one transaction each (quota reserved in one conditional statement, ON CONFLICT DO NOTHING), "
+                "each page also saved as a gzipped JSONL object "
+                "observations/team=<t>/scanner=<s>/date=<d>/<seq>.jsonl.gz and listed in `observation_batches`. "
+                "Its metadata holds the partition's watermark."
+            ),
+            deps=[CANDIDATE_WINDOWS],
+            partitions_def=scanner_day_partitions_def,
+            group_name="scanning",
+            owners=["team:data-platform"],
+            kinds={"postgres", "s3"},
+            metadata={"dagster/column_schema": OBSERVATION_COLUMNS, "dagster/table_name": "observations"},
+        ),
+    ],
+    can_subset=False,
+    # Transient store errors (a page rolls back whole); invalid scanners raise non-retryable.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+)
+def scanner_sweep(
+    context: dg.AssetExecutionContext,
+    config: SweepConfig,
+    clickhouse: ClickHouseResource,
+    postgres: PostgresResource,
+    object_store: ObjectStoreResource,
+):
+    started = time.monotonic()
+    keys = context.partition_key.keys_by_dimension
+    day, scanner_id = date.fromisoformat(keys["date"]), keys["scanner"]
+    as_of = parse_as_of(context.run.tags)
+    backfill = is_backfill(context.run.tags)
+    pool = postgres.pool()
+
+    stored = scanner_store.get(pool, scanner_id)
+    try:
+        scanner = stored.valid()
+        compiled = compile_filter(scanner.filter)
+    except ScannerError as error:
+        # A definition that no longer validates will not start validating on retry.
+        raise dg.Failure(description=f"scanner {scanner_id!r} is invalid: {error}", allow_retries=False) from error
+
+    start = _starting_point(context, day, stored.start_at, backfill)
+    covered_until = _rollups_covered_until(context.instance, day)
+    frontier = watermarks.frontier(day, as_of, covered_until)
+    context.log.info(
+        f"sweeping {scanner_id} for {day} as of {as_of.isoformat()}: from {start.watermark.key} ({start.source}), "
+        f"frontier {frontier}"
+    )
+
+    counts = {"candidates": 0, "sampled_out": 0, "late_candidates": 0}
+    walk = observations.WalkResult()
+    window_started = time.monotonic()
+    if frontier is not None:
+        window = watermarks.window(start.watermark, frontier, stored.start_at)
+        params = {
+            **clickhouse.table_params(),
+            **window.params(),
+            **compiled.params,
+            "scanner_id": scanner.id,
+            "team_id": scanner.team_id,
+            "day": day,
+            "sample_threshold": scanner.sample_threshold,
+            "as_of": as_of,
+        }
+        client = clickhouse.client()
+        insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
+        client.command(insert, parameters=sql.bind(insert, params))
+        stats = clickhouse.query("candidates_stats", scanner_id=scanner.id, day=day, as_of=as_of)
+        counts = dict(zip(("candidates", "sampled_out", "late_candidates"), map(int, stats.result_rows[0])))
+        window_seconds = time.monotonic() - window_started
+        walk_sql = sql.load("clickhouse/candidates_walk.sql")
+        with client.query_row_block_stream(
+            walk_sql, parameters=sql.bind(walk_sql, params), settings={"max_block_size": config.page_size}
+        ) as stream:
+            rows = (row for block in stream for row in block)
+            walk = observations.walk(
+                pool,
+                object_store,
+                scanner,
+                day,
+                as_of,
+                observations.pages(rows, config.page_size),
+                config.default_monthly_quota,
+            )
+    else:
+        window_seconds = 0.0
+        context.log.warning(f"rollups for {day} (and the day before) are not materialized yet: nothing to sweep")
+
+    new_watermark = watermarks.next_watermark(start.watermark, frontier, walk.last_handled, walk.finished, as_of)
+    complete = watermarks.is_complete(day, frontier, walk.finished)
+    quota_skipped = counts["candidates"] - walk.handled if not walk.finished else 0
+    shared = {
+        "watermark_end": dg.MetadataValue.timestamp(new_watermark.end),
+        "watermark_session_id": dg.MetadataValue.text(new_watermark.session_id),
+        "frontier": dg.MetadataValue.timestamp(frontier) if frontier else dg.MetadataValue.text("no rollups yet"),
+        "complete": dg.MetadataValue.bool(complete),
+        "as_of": dg.MetadataValue.timestamp(as_of),
+        "resumed_from": dg.MetadataValue.text(f"{start.source}: {start.watermark.end.isoformat()} {start.watermark.session_id}".strip()),
+        "scanner": dg.MetadataValue.text(f"{scanner.id} (team {scanner.team_id}, {scanner.kind})"),
+    }
+    yield dg.MaterializeResult(
+        asset_key=CANDIDATE_WINDOWS,
+        metadata={
+            **shared,
+            **{name: dg.MetadataValue.int(value) for name, value in counts.items()},
+            "window_duration_s": dg.MetadataValue.float(round(window_seconds, 3)),
+            "dagster/row_count": dg.MetadataValue.int(counts["candidates"]),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=OBSERVATION_BATCHES,
+        metadata={
+            **shared,
+            "observed": dg.MetadataValue.int(walk.observed),
+            "deduplicated": dg.MetadataValue.int(walk.deduplicated),
+            "quota_skipped": dg.MetadataValue.int(quota_skipped),
+            "sampled_out": dg.MetadataValue.int(counts["sampled_out"]),
+            "candidates": dg.MetadataValue.int(counts["candidates"]),
+            "batches": dg.MetadataValue.int(len(walk.batch_keys)),
+            "batch_keys": dg.MetadataValue.json([object_store.location(k) for k in walk.batch_keys]),
+            "last_batch": dg.MetadataValue.path(object_store.location(walk.batch_keys[-1])) if walk.batch_keys else dg.MetadataValue.text("none"),
+            "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
+        },
+    )
+
+
+def _starting_point(context: dg.AssetExecutionContext, day: date, scanner_start: datetime, backfill: bool):
+    own = previous = None
+    if not backfill:
+        own = _watermark(context.instance, context.partition_key)
+        previous_key = dg.MultiPartitionKey(
+            {"date": (day - timedelta(days=1)).isoformat(), "scanner": context.partition_key.keys_by_dimension["scanner"]}
+        )
+        if own is None:
+            previous = _watermark(context.instance, previous_key)
+    return watermarks.starting_point(day, scanner_start, own, previous, backfill)
+
+
+def _watermark(instance: dg.DagsterInstance, partition_key: str) -> watermarks.Watermark | None:
+    found = latest_materialization(instance, OBSERVATION_BATCHES, partition_key)
+    return watermarks.Watermark.from_metadata(found[0]) if found else None
+
+
+def _rollups_covered_until(instance: dg.DagsterInstance, day: date) -> datetime | None:
+    """The rollups' coverage for the window: the day and the day before (sessions cross midnight)."""
+    days = [day]
+    if day - timedelta(days=1) >= daily_partitions_def.start.date():
+        days.append(day - timedelta(days=1))
+    covered = []
+    for d in days:
+        found = latest_materialization(instance, session_counter_rollups.key, d.isoformat())
+        if found is None:
+            return None
+        if d != day and found[0].get("complete"):
+            continue  # a settled day covers its sessions; its late events are re-rolled with `day`
+        covered.append(metadata_time(found[0].get("covered_until")))
+    return min(covered)
+

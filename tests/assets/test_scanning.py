@@ -1,0 +1,278 @@
+"""Sweeps of (scanner, day) partitions on real chDB, pgserver and object stores:
+every eligibility rule of SPEC §6 at its boundary, and the watermark contract."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from session_assets.assets.rollups import SETTLE
+from session_assets.scanners import store
+from tests.support import (
+    add_scanner,
+    at,
+    event,
+    insert_rows,
+    materialize_rollup,
+    observed,
+    sweep,
+    sweep_metadata,
+)
+
+DAY = date(2024, 3, 1)
+
+
+@pytest.fixture
+def resources(clickhouse_resource, postgres_resource, local_object_store) -> dict[str, Any]:
+    return {"clickhouse": clickhouse_resource, "postgres": postgres_resource, "object_store": local_object_store}
+
+
+def session(sid: str, start: datetime, end: datetime, team_id: int = 1, **kw: Any) -> list[dict[str, Any]]:
+    rows = [event("$pageview", start, sid, team_id=team_id, properties={"$current_url": "https://x/"}, **kw)]
+    if end != start:
+        rows.append(event("$autocapture", end, sid, team_id=team_id, **kw))
+    return rows
+
+
+def roll(instance, resources, as_of: datetime, days=("2024-02-29", "2024-03-01")) -> None:
+    for day in days:
+        materialize_rollup(instance, resources["clickhouse"], day, as_of, with_check=False)
+
+
+def test_a_sweep_observes_settled_sessions_and_records_the_watermark(instance, resources):
+    add_scanner(instance, resources["postgres"])
+    insert_rows(resources["clickhouse"], session("a", at("2024-03-01T09:00:00"), at("2024-03-01T09:10:00")))
+    insert_rows(resources["clickhouse"], session("b", at("2024-03-01T09:30:00"), at("2024-03-01T11:00:00")))
+    as_of = at("2024-03-01T11:30:00")  # frontier 10:55: b has not gone quiet yet
+    roll(instance, resources, as_of)
+    result = sweep(instance, resources, "errors", DAY, as_of)
+    meta = sweep_metadata(result)
+    assert set(observed(resources["postgres"], "errors")) == {"a"}
+    assert meta["observed"] == 1 and meta["candidates"] == 1
+    assert meta["frontier"] == (as_of - SETTLE).timestamp()
+    assert meta["watermark_end"] == (as_of - SETTLE).timestamp() and meta["watermark_session_id"] == ""
+    assert meta["complete"] is False
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+
+    later = at("2024-03-01T12:00:00")
+    roll(instance, resources, later)
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, later))
+    assert set(observed(resources["postgres"], "errors")) == {"a", "b"}
+    assert (meta["observed"], meta["deduplicated"]) == (1, 0)  # a was not a candidate again
+
+
+def test_settle_cutoff_is_inclusive(instance, resources):
+    add_scanner(instance, resources["postgres"])
+    as_of = at("2024-03-01T12:00:00")
+    cutoff = as_of - SETTLE
+    insert_rows(resources["clickhouse"], session("on-cutoff", at("2024-03-01T11:00:00"), cutoff))
+    insert_rows(resources["clickhouse"], session("one-second-later", at("2024-03-01T11:00:00"), cutoff + timedelta(seconds=1)))
+    roll(instance, resources, as_of)
+    sweep(instance, resources, "errors", DAY, as_of)
+    assert set(observed(resources["postgres"], "errors")) == {"on-cutoff"}
+
+
+def test_keyset_excludes_the_watermark_itself_and_keeps_ties_across_pages(instance, resources):
+    """Five sessions end in the same microsecond; pages of 2; quota stops the walk after 3."""
+    add_scanner(instance, resources["postgres"])
+    end = at("2024-03-01T10:00:00.123456")
+    for sid in ("t1", "t2", "t3", "t4", "t5"):
+        insert_rows(resources["clickhouse"], session(sid, at("2024-03-01T09:50:00"), end))
+    insert_rows(resources["clickhouse"], session("after", at("2024-03-01T09:50:00"), end + timedelta(microseconds=1)))
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of, page_size=2, default_monthly_quota=3))
+    assert set(observed(resources["postgres"], "errors")) == {"t1", "t2", "t3"}
+    assert (meta["watermark_end"], meta["watermark_session_id"]) == (end.timestamp(), "t3")
+    assert meta["quota_skipped"] == 3 and meta["complete"] is False
+
+    with resources["postgres"].pool().connection() as conn:
+        conn.execute("UPDATE team_quotas SET observation_limit = 100 WHERE team_id = 1")
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of + timedelta(minutes=5), page_size=2))
+    assert set(observed(resources["postgres"], "errors")) == {"t1", "t2", "t3", "t4", "t5", "after"}
+    # Strictly after (end, t3): t3 is not even a candidate again.
+    assert (meta["candidates"], meta["observed"], meta["deduplicated"]) == (3, 3, 0)
+
+
+def test_lookback_of_26_hours_from_the_watermark(instance, resources):
+    add_scanner(instance, resources["postgres"], start_at="2024-03-01T10:00:00Z")
+    watermark = at("2024-03-01T10:00:00")
+    insert_rows(resources["clickhouse"], session("started-26h-before", watermark - timedelta(hours=26), at("2024-03-01T10:30:00")))
+    insert_rows(
+        resources["clickhouse"],
+        session("started-26h-1s-before", watermark - timedelta(hours=26, seconds=1), at("2024-03-01T10:30:00")),
+    )
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of, days=("2024-02-28", "2024-02-29", "2024-03-01"))
+    sweep(instance, resources, "errors", DAY, as_of)
+    assert set(observed(resources["postgres"], "errors")) == {"started-26h-before"}
+
+
+def test_session_id_length_and_team_isolation(instance, resources):
+    add_scanner(instance, resources["postgres"])
+    start, end = at("2024-03-01T09:00:00"), at("2024-03-01T09:05:00")
+    ok, too_long = "x" * 128, "y" * 129
+    for sid in (ok, too_long, ""):
+        insert_rows(resources["clickhouse"], session(sid, start, end))
+    insert_rows(resources["clickhouse"], session("shared", start, end, team_id=1))
+    insert_rows(resources["clickhouse"], session("shared", start, end, team_id=2) * 3)  # team 2: 6 events
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    sweep(instance, resources, "errors", DAY, as_of)
+    seen = observed(resources["postgres"], "errors")
+    assert set(seen) == {ok, "shared"}
+    assert seen["shared"]["evidence"]["event_count"] == 2  # team 1's counters only
+
+
+@pytest.mark.parametrize(("rate", "threshold"), [(0.0, 0), (0.00004, 0), (0.29, 2900), (1.0, 10000)])
+def test_deterministic_salted_sampling(instance, resources, rate, threshold):
+    add_scanner(instance, resources["postgres"], sample_rate=rate)
+    ids = [f"s{n:03d}" for n in range(200)]
+    starts = [at("2024-03-01T08:00:00") + timedelta(seconds=n) for n in range(len(ids))]
+    insert_rows(
+        resources["clickhouse"],
+        [row for sid, start in zip(ids, starts) for row in session(sid, start, start + timedelta(minutes=1))],
+    )
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of))
+    # Expected set computed by ClickHouse from the SPEC's formula, independently of the package's SQL.
+    expected = {
+        row[0]
+        for row in resources["clickhouse"].client().query(
+            "SELECT sid FROM (SELECT arrayJoin({ids:Array(String)}) AS sid) "
+            "WHERE cityHash64(concat(sid, 'errors')) % 10000 < {t:UInt32}",
+            parameters={"ids": ids, "t": threshold},
+        ).result_rows
+    }
+    assert set(observed(resources["postgres"], "errors")) == expected
+    assert meta["sampled_out"] == 200 - len(expected)
+    if rate == 0.29:
+        assert 30 < len(expected) < 90
+
+
+def test_late_events_surface_a_session_on_a_later_sweep(instance, resources):
+    add_scanner(
+        instance, resources["postgres"], kind="match", filter={"counters": {"exception_count": {"gte": 1}}}
+    )
+    insert_rows(resources["clickhouse"], session("quiet", at("2024-03-01T09:00:00"), at("2024-03-01T09:10:00")))
+    t1 = at("2024-03-01T12:00:00")
+    roll(instance, resources, t1)
+    sweep(instance, resources, "errors", DAY, t1)
+    assert observed(resources["postgres"], "errors") == {}
+
+    t2 = t1 + timedelta(minutes=5)
+    late = event("$exception", at("2024-03-01T09:05:00"), "quiet", inserted_at=t1 + timedelta(minutes=2))
+    insert_rows(resources["clickhouse"], [late])
+    roll(instance, resources, t2, days=("2024-03-01",))
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, t2), "scanner_candidate_windows")
+    seen = observed(resources["postgres"], "errors")
+    assert set(seen) == {"quiet"} and seen["quiet"]["evidence"]["session"]["late"] is True
+    assert meta["late_candidates"] == 1
+
+
+def test_a_run_failing_half_way_reruns_without_gap_or_duplicate(instance, resources, tmp_path):
+    add_scanner(instance, resources["postgres"])
+    ids = [f"s{n}" for n in range(7)]
+    for n, sid in enumerate(ids):
+        start = at("2024-03-01T08:00:00") + timedelta(minutes=n)
+        insert_rows(resources["clickhouse"], session(sid, start, start + timedelta(seconds=30)))
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    # The second batch object cannot be written: a directory sits at its key.
+    blocker = tmp_path / "objects/observations/team=1/scanner=errors/date=2024-03-01/000002.jsonl.gz"
+    blocker.mkdir(parents=True)
+    failed = sweep(instance, resources, "errors", DAY, as_of, page_size=3, raise_on_error=False)
+    assert not failed.success
+    first = observed(resources["postgres"], "errors")
+    assert set(first) == {"s0", "s1", "s2"}  # page 1 committed, page 2 rolled back whole
+
+    blocker.rmdir()
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of, page_size=3))
+    final = observed(resources["postgres"], "errors")
+    assert set(final) == set(ids)
+    assert all(final[s]["created_at"] == first[s]["created_at"] for s in first)  # retries keep created_at
+    assert (meta["observed"], meta["deduplicated"]) == (4, 3)
+    with resources["postgres"].pool().connection() as conn:
+        used = conn.execute("SELECT used FROM team_quotas WHERE team_id = 1").fetchone()[0]
+        batches = conn.execute("SELECT seq, rows FROM observation_batches ORDER BY seq").fetchall()
+    assert used == len(ids)
+    assert batches == [(1, 3), (2, 3), (3, 1)]
+    keys = list(resources["object_store"].list_keys("observations/"))
+    assert len(keys) == 3  # no orphan
+
+
+def test_batches_go_to_s3_as_gzipped_jsonl(instance, clickhouse_resource, postgres_resource, s3_object_store):
+    resources = {"clickhouse": clickhouse_resource, "postgres": postgres_resource, "object_store": s3_object_store}
+    add_scanner(instance, postgres_resource)
+    insert_rows(clickhouse_resource, session("s3-session", at("2024-03-01T09:00:00"), at("2024-03-01T09:10:00")))
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of))
+    (key,) = list(s3_object_store.list_keys("observations/"))
+    assert key == "observations/team=1/scanner=errors/date=2024-03-01/000001.jsonl.gz"
+    assert meta["batch_keys"] == [s3_object_store.location(key)]
+    lines = gzip.decompress(s3_object_store.get(key)).decode().splitlines()
+    assert [json.loads(line)["session_id"] for line in lines] == ["s3-session"]
+
+
+def test_reenable_resumes_from_the_watermark_or_from_now(instance, resources):
+    add_scanner(instance, resources["postgres"], scanner_id="resume")
+    add_scanner(instance, resources["postgres"], scanner_id="skip")
+    t1 = at("2024-03-01T08:00:00")
+    roll(instance, resources, t1)
+    for scanner_id in ("resume", "skip"):
+        sweep(instance, resources, scanner_id, DAY, t1)
+        store.set_enabled(resources["postgres"].pool(), scanner_id, False)
+    insert_rows(resources["clickhouse"], session("while-disabled", at("2024-03-01T08:30:00"), at("2024-03-01T08:40:00")))
+    t2 = at("2024-03-01T12:00:00")
+    roll(instance, resources, t2)
+    store.set_enabled(resources["postgres"].pool(), "resume", True)
+    store.set_enabled(resources["postgres"].pool(), "skip", True, start_at=t2 - SETTLE)  # --from-now
+    # Inserted after the roll as of t2, so stamped after it.
+    insert_rows(
+        resources["clickhouse"],
+        session("after-enable", at("2024-03-01T11:30:00"), at("2024-03-01T11:40:00"), inserted_at=t2 + timedelta(minutes=1)),
+    )
+    t3 = at("2024-03-01T12:30:00")
+    roll(instance, resources, t3)
+    for scanner_id in ("resume", "skip"):
+        sweep(instance, resources, scanner_id, DAY, t3)
+    assert set(observed(resources["postgres"], "resume")) == {"while-disabled", "after-enable"}
+    assert set(observed(resources["postgres"], "skip")) == {"after-enable"}
+
+
+def test_an_invalid_stored_scanner_fails_alone_and_without_retry(instance, resources):
+    add_scanner(instance, resources["postgres"], scanner_id="broken")
+    add_scanner(instance, resources["postgres"], scanner_id="fine")
+    insert_rows(resources["clickhouse"], session("s", at("2024-03-01T09:00:00"), at("2024-03-01T09:10:00")))
+    with resources["postgres"].pool().connection() as conn:
+        conn.execute("""UPDATE scanners SET filter = '{"counters": {"bogus_count": {"gte": 1}}}' WHERE id = 'broken'""")
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    failed = sweep(instance, resources, "broken", DAY, as_of, raise_on_error=False)
+    assert not failed.success
+    failure = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failure) == 1  # not retried
+    assert "bogus_count" in str(failure[0].event_specific_data.error)
+    assert set(observed(resources["postgres"], "fine")) == set()
+    sweep(instance, resources, "fine", DAY, as_of)
+    assert set(observed(resources["postgres"], "fine")) == {"s"}
+
+
+def test_a_backfill_recomputes_the_partition_and_dedupes_against_sweeps(instance, resources):
+    add_scanner(instance, resources["postgres"])
+    for n in range(4):
+        start = at("2024-03-01T08:00:00") + timedelta(minutes=10 * n)
+        insert_rows(resources["clickhouse"], session(f"s{n}", start, start + timedelta(minutes=1)))
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    sweep(instance, resources, "errors", DAY, as_of)
+    before = observed(resources["postgres"], "errors")
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of + timedelta(minutes=5), backfill=True))
+    assert (meta["candidates"], meta["observed"], meta["deduplicated"]) == (4, 0, 4)
+    assert observed(resources["postgres"], "errors") == before
