@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import warnings
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import click
@@ -21,6 +21,8 @@ from session_assets.clickhouse import ClickHouseUnavailable
 from session_assets.postgres import PostgresUnavailable
 
 console = Console()
+if not console.is_terminal:
+    console = Console(width=140)  # pipes and CI logs: wide enough for the summary tables
 # Failures a user can act on: their message is the whole story.
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable)
 
@@ -65,11 +67,24 @@ def dev(days: int, port: int, host: str) -> None:
     """Start the embedded stack and `dagster dev` (UI and daemon) against it."""
     from session_assets import clickhouse, demo
 
+    import dagster as dg
+
+    from session_assets.definitions import build_definitions
+
     stack, resources = _stack_and_resources()
     _prepare_stores(resources)
     if demo.events_table_is_empty(resources["clickhouse"]):
-        loaded = demo.load_demo_events(resources["clickhouse"], days, demo.utc_now())
+        # First start: demo data, example scanners, and the rollups of the demo days,
+        # so the UI opens on something to explore and (scanner, day) partitions to run.
+        now = demo.utc_now()
+        loaded = demo.load_demo_events(resources["clickhouse"], days, now)
         console.print(f"loaded {loaded:,} demo events over {days} days")
+        with dg.DagsterInstance.get() as instance:
+            demo_days = demo.demo_days(now, days)
+            demo.install_example_scanners(resources["postgres"].pool(), instance, demo.day_start_of(demo_days[0]))
+            demo.materialize_rollups(
+                build_definitions(), instance, [demo_days[0] - timedelta(days=1), *demo_days], now
+            )
     # Runs open chDB in their own processes; this one must let go of it.
     clickhouse.close_clients()
     console.print(f"Dagster UI on http://{host}:{port}  (home {stack.settings.home})")
@@ -90,6 +105,7 @@ def demo(days: int) -> None:
 
     from session_assets import demo as demo_module
     from session_assets.definitions import build_definitions
+    from session_assets.partitions import scanner_partitions_def
 
     stack, resources = _stack_and_resources()
     _prepare_stores(resources)
@@ -97,8 +113,14 @@ def demo(days: int) -> None:
     if demo_module.events_table_is_empty(resources["clickhouse"]):
         loaded = demo_module.load_demo_events(resources["clickhouse"], days, now)
         console.print(f"loaded {loaded:,} demo events over {days} days")
+    days_list = demo_module.demo_days(now, days)
     with dg.DagsterInstance.get() as instance:
-        rows = demo_module.materialize_rollups(build_definitions(), instance, demo_module.demo_days(now, days), now)
+        demo_module.install_example_scanners(resources["postgres"].pool(), instance, demo_module.day_start_of(days_list[0]))
+        defs = build_definitions()
+        # The day before too: a sweep needs the rollups of its day and the one before.
+        rows = demo_module.materialize_rollups(defs, instance, [days_list[0] - timedelta(days=1), *days_list], now)
+        scanner_ids = sorted(instance.get_dynamic_partitions(scanner_partitions_def.name))
+        sweeps = demo_module.sweep_partitions(defs, instance, scanner_ids, days_list, now)
     table = Table(title=f"session_counter_rollups as of {now:%Y-%m-%d %H:%M} UTC")
     for column in ("day", "sessions", "events", "complete", "check"):
         table.add_column(column)
@@ -106,8 +128,16 @@ def demo(days: int) -> None:
         table.add_row(row.day, f"{row.sessions:,}", f"{row.events:,}", "yes" if row.complete else "open",
                       {True: "passed", False: "FAILED", None: "not run"}[row.check_passed])
     console.print(table)
-    if not all(row.check_passed for row in rows):
-        raise click.ClickException("a rollup check failed; see the table above")
+    table = Table(title="observation_batches (one sweep per scanner and day)")
+    for column in ("scanner", "day", "candidates", "observed", "quota skipped", "watermark", "complete", "checks"):
+        table.add_column(column)
+    for sweep in sweeps:
+        table.add_row(sweep.scanner_id, sweep.day, f"{sweep.candidates:,}", f"{sweep.observed:,}",
+                      f"{sweep.quota_skipped:,}", f"{sweep.watermark_end:%Y-%m-%d %H:%M}",
+                      "yes" if sweep.complete else "open", "passed" if sweep.checks_passed else "FAILED")
+    console.print(table)
+    if not all(row.check_passed for row in rows) or not all(s.checks_passed for s in sweeps):
+        raise click.ClickException("an asset check failed; see the tables above")
 
 
 @main.command("load-events")

@@ -5,13 +5,21 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
+from psycopg_pool import ConnectionPool
 
 from session_assets import demo_data
 from session_assets.events_io import EVENT_COLUMNS, insert_events
+from session_assets.partitions import scanner_partitions_def
 from session_assets.resources import ClickHouseResource
 from session_assets.run_context import AS_OF_TAG
+from session_assets.scanners import Scanner, load_scanners
+from session_assets.scanners import store as scanner_store
+
+EXAMPLE_SCANNERS = Path(__file__).resolve().parent / "examples" / "scanners.yaml"
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 DEMO_SEED = 7
 _BLOCK = 20_000
@@ -63,7 +71,7 @@ def materialize_rollups(
             partition_key=day.isoformat(),
             asset_selection=selection,
             tags={AS_OF_TAG: as_of.isoformat()},
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            run_config=QUIET_LOGS,
         )
         (materialization,) = result.asset_materializations_for_node("session_counter_rollups")
         meta = {k: v.value for k, v in materialization.metadata.items()}
@@ -80,5 +88,67 @@ def materialize_rollups(
     return results
 
 
+def day_start_of(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def install_example_scanners(pool: ConnectionPool, instance: dg.DagsterInstance, start_at: datetime) -> list[Scanner]:
+    """Save the example scanners (one per kind) unless scanners exist; they start at `start_at`."""
+    if scanner_store.list_all(pool):
+        return []
+    examples = [s.model_copy(update={"start_at": start_at}) for s in load_scanners(EXAMPLE_SCANNERS)]
+    for scanner in examples:
+        scanner_store.save(pool, scanner)
+    instance.add_dynamic_partitions(scanner_partitions_def.name, [s.id for s in examples])
+    return examples
+
+
+@dataclass(frozen=True)
+class PartitionSweep:
+    scanner_id: str
+    day: str
+    observed: int
+    candidates: int
+    quota_skipped: int
+    watermark_end: datetime
+    complete: bool
+    checks_passed: bool
+
+
+def sweep_partitions(
+    defs: dg.Definitions, instance: dg.DagsterInstance, scanner_ids: list[str], days: list[date], as_of: datetime
+) -> list[PartitionSweep]:
+    """One run per (scanner, day), oldest day first, as of `as_of`."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    selection = [dg.AssetKey("scanner_candidate_windows"), dg.AssetKey("observation_batches")]
+    done = []
+    for day in days:
+        for scanner_id in scanner_ids:
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=dg.MultiPartitionKey({"date": day.isoformat(), "scanner": scanner_id}),
+                asset_selection=selection,
+                tags={AS_OF_TAG: as_of.isoformat()},
+                run_config=QUIET_LOGS,
+            )
+            (event,) = [
+                e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("observation_batches")
+            ]
+            meta = {k: v.value for k, v in event.materialization.metadata.items()}
+            done.append(
+                PartitionSweep(
+                    scanner_id=scanner_id,
+                    day=day.isoformat(),
+                    observed=int(meta["observed"]),
+                    candidates=int(meta["candidates"]),
+                    quota_skipped=int(meta["quota_skipped"]),
+                    watermark_end=datetime.fromtimestamp(meta["watermark_end"], tz=timezone.utc),
+                    complete=bool(meta["complete"]),
+                    checks_passed=all(c.passed for c in result.get_asset_check_evaluations()),
+                )
+            )
+    return done

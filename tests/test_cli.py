@@ -32,7 +32,9 @@ def test_demo_loads_events_and_rolls_up_every_day(tmp_path):
     assert "loaded" in result.stdout and "demo events" in result.stdout
     today = datetime.now(timezone.utc).date().isoformat()
     assert today in result.stdout
-    assert result.stdout.count("passed") == 3 and "FAILED" not in result.stdout
+    assert result.stdout.count("passed") == 4 + 3 * 3 and "FAILED" not in result.stdout  # 4 rollup days, 3 scanners x 3 days
+    for scanner_id in ("checkout-errors", "ai-spend", "rage-clicks"):
+        assert scanner_id in result.stdout
     assert (tmp_path / "dagster" / "dagster.yaml").exists()
 
 
@@ -96,6 +98,29 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
             lambda: (s := client.get_run_status(run_id)) in finished and s, 300, "the queued run to finish"
         )
         assert status == DagsterRunStatus.SUCCESS, (tmp_path / "dev.log").read_text()[-5000:]
+
+        # A (scanner, day) partition, as an analyst launches it from the UI.
+        run_id = client.submit_job_execution(
+            "__ASSET_JOB",
+            tags={
+                "dagster/partition": f"{today}|checkout-errors",
+                "dagster/partition/date": today,
+                "dagster/partition/scanner": "checkout-errors",
+            },
+            asset_selection=[["scanner_candidate_windows"], ["observation_batches"]],
+        )
+        status = _wait_until(
+            lambda: (s := client.get_run_status(run_id)) in finished and s, 300, "the sweep run to finish"
+        )
+        assert status == DagsterRunStatus.SUCCESS, (tmp_path / "dev.log").read_text()[-5000:]
+        records = client._execute(  # noqa: SLF001
+            """query { assetOrError(assetKey: {path: ["observation_batches"]}) { ... on Asset {
+                 assetMaterializations(limit: 1) { partition metadataEntries { label } } } } }"""
+        )
+        (latest,) = records["assetOrError"]["assetMaterializations"]
+        assert latest["partition"] == f"{today}|checkout-errors"
+        labels = {entry["label"] for entry in latest["metadataEntries"]}
+        assert {"watermark_end", "watermark_session_id", "frontier", "observed", "batch_keys"} <= labels
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         try:
@@ -103,3 +128,37 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
         except subprocess.TimeoutExpired:
             os.killpg(dev.pid, signal.SIGKILL)
         log.close()
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=_env(home), capture_output=True, text=True, timeout=300)
+
+
+def test_scanners_commands(tmp_path):
+    good = tmp_path / "scanners.yaml"
+    good.write_text(
+        "- {id: checkout, team_id: 1, name: Checkout, kind: match}\n"
+        "- {id: spend, team_id: 2, name: Spend, kind: ai_cost, rule: {max_cost_usd: 1}}\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: Bad_Id\nteam_id: 1\nname: x\nkind: match\nfilter: {counters: {exception_count: {gte: lots}}}\n")
+
+    added = _cli(tmp_path, "scanners", "add", str(good))
+    assert added.returncode == 0, added.stderr
+    assert "added scanner checkout" in added.stdout and "added scanner spend" in added.stdout
+
+    rejected = _cli(tmp_path, "scanners", "add", str(bad))
+    assert rejected.returncode == 1 and "Traceback" not in rejected.stderr
+    assert "bad.yaml" in rejected.stderr and "filter.counters.exception_count.gte" in rejected.stderr and "'lots'" in rejected.stderr
+
+    assert _cli(tmp_path, "scanners", "disable", "checkout").returncode == 0
+    enabled = _cli(tmp_path, "scanners", "enable", "spend", "--from-now")
+    assert enabled.returncode == 0 and "restarting at" in enabled.stdout
+    assert _cli(tmp_path, "scanners", "remove", "spend").returncode == 0
+
+    listed = _cli(tmp_path, "scanners", "list")
+    assert listed.returncode == 0
+    assert "checkout" in listed.stdout and "spend" not in listed.stdout and " no " in listed.stdout
+
+    unknown = _cli(tmp_path, "scanners", "enable", "nope")
+    assert unknown.returncode == 1 and "no scanner with id 'nope'" in unknown.stderr
