@@ -90,6 +90,17 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def rss_split() -> tuple[int, int]:
+    """(anonymous, file-backed) resident bytes: heap and stacks vs mapped libraries (chDB's is large)."""
+    values = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                name, amount, _unit = line.split()
+                values[name[:-1]] = int(amount) * 1024
+    return values.get("RssAnon", 0), values.get("RssFile", 0) + values.get("RssShmem", 0)
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
@@ -377,20 +388,23 @@ class RssSampler(threading.Thread):
     def __init__(self, interval: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            self.samples.append((time.perf_counter(), rss_bytes()))
+            anon, mapped = rss_split()
+            self.samples.append((time.perf_counter(), anon, mapped))
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
         self._halt.set()
         self.join()
 
-    def peak(self, start: float, end: float) -> int:
-        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+    def peak(self, start: float, end: float) -> tuple[int, int]:
+        """(anonymous, file-backed) RSS of the sample with the largest total in [start, end]."""
+        inside = [(anon + mapped, anon, mapped) for t, anon, mapped in self.samples if start <= t <= end]
+        return max(inside, default=(0, 0, 0))[1:]
 
 
 def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str, Any]:
@@ -448,6 +462,7 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
         assets = [session_counter_rollups, scanner_sweep, one_observation_per_session, team_quota_not_exceeded, watermark_never_moves_backwards]
         gc.collect()
         rss_before = rss_bytes()
+        split_before = rss_split()
         peak_before = peak_rss_bytes()
         sampler = RssSampler()
         sampler.start()
@@ -492,6 +507,7 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
         "rollups": rollups,
         "rss_imported": rss_imported,
         "rss_before": rss_before,
+        "split_before": split_before,
         "peak_before": peak_before,
         "peak_after": peak_after,
         "sampled_peak": sampler.peak(started, ended),
@@ -570,16 +586,22 @@ def report_memory(m: dict[str, Any], n: int) -> None:
         f"setup child: {setup['loaded']:,} rollup rows inserted + merged in {setup['seconds']:.1f} s "
         f"(its peak RSS {mb(setup['peak_rss']):,.0f} MB, not counted)"
     )
+    anon, mapped = s["split_before"]
     print(
         f"sweep child RSS: after imports {mb(s['rss_imported']):,.0f} MB; just before the sweep {mb(s['rss_before']):,.0f} MB "
-        f"(peak so far {mb(s['peak_before']):,.0f} MB)"
+        f"= {mb(anon):,.0f} MB anonymous + {mb(mapped):,.0f} MB file-backed (chDB's library, mapped); "
+        f"peak so far {mb(s['peak_before']):,.0f} MB"
     )
     ph, secs = s["phases"], s["phase_seconds"]
+
+    def phase(name: str) -> str:
+        anon, mapped = ph[name]
+        return f"{mb(anon + mapped):,.0f} MB ({mb(anon):,.0f} anon + {mb(mapped):,.0f} file), {secs[name]:.1f} s"
+
     print(
-        "sweep phases (sampled RSS peak, seconds): "
-        f"until the walk starts (scanner, candidates INSERT ... SELECT, stats) {mb(ph['before_walk']):,.0f} MB, {secs['before_walk']:.1f} s; "
-        f"walk (ORDER BY stream -> Postgres pages) {mb(ph['walk']):,.0f} MB, {secs['walk']:.1f} s; "
-        f"after (metadata, checks) {mb(ph['after_walk']):,.0f} MB, {secs['after_walk']:.1f} s"
+        "sweep phases (sampled RSS peak every 50 ms; seconds): "
+        f"until the walk starts (scanner, candidates INSERT ... SELECT, stats) {phase('before_walk')}; "
+        f"walk (ORDER BY stream -> Postgres pages) {phase('walk')}; after (metadata, checks) {phase('after_walk')}"
     )
     print(
         f"sweep: wall {s['wall_s']:.1f} s (asset duration_s {s['duration_s']}, window_duration_s {s['window_duration_s']}), "

@@ -11,7 +11,8 @@ from typing import Any
 import dagster as dg
 
 from session_assets import sql
-from session_assets.assets.rollups import day_start, session_counter_rollups
+from session_assets.assets.rollups import session_counter_rollups
+from session_assets.days import day_start
 from session_assets.assets.scanning import OBSERVATION_BATCHES
 from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
 from session_assets.resources import ClickHouseResource, PostgresResource

@@ -212,7 +212,7 @@ def scanners_list() -> None:
 @click.option("--from-now", is_flag=True, help="Skip what happened while disabled: restart at now - settle.")
 def scanners_enable(scanner_id: str, from_now: bool) -> None:
     """Enable a scanner; by default it resumes from its watermark."""
-    from session_assets.assets.rollups import SETTLE
+    from session_assets.days import SETTLE
     from session_assets.scanners import store
 
     start_at = utc_now() - SETTLE if from_now else None
@@ -238,6 +238,78 @@ def scanners_remove(scanner_id: str) -> None:
 
     store.remove(_scanner_pool(), scanner_id)
     console.print(f"removed {scanner_id}")
+
+
+@main.command()
+@click.option("--now", "now_text", default=None, help="ISO 8601 time of the tick (default: the clock).")
+@click.option("--scanner", "scanner_id", default=None, help="Only this scanner's partitions (rollups still run).")
+def sweep(now_text: str | None, scanner_id: str | None) -> None:
+    """One sweep tick, computed as the sensor does, its runs executed here; prints JSON."""
+    import json
+
+    import dagster as dg
+
+    from session_assets.definitions import build_definitions
+    from session_assets.sensors import execute_tick
+
+    now = _parse_now(now_text)
+    _, resources = _stack_and_resources()
+    _prepare_stores(resources)
+    with dg.DagsterInstance.get() as instance:
+        report = execute_tick(build_definitions(), instance, resources["postgres"].pool(), now, scanner_id)
+    click.echo(json.dumps(report, indent=2, default=str))
+    if not all(run["success"] for run in report["runs"]):
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--now", "now_text", default=None, help="ISO 8601 time to report as of (default: the clock).")
+def status(as_json: bool, now_text: str | None) -> None:
+    """Per scanner: watermark, frontier, failed or incomplete partitions, observations, quota."""
+    import json
+
+    import dagster as dg
+
+    from session_assets.sensors import status_report
+
+    now = _parse_now(now_text)
+    _, resources = _stack_and_resources()
+    with dg.DagsterInstance.get() as instance:
+        report = status_report(instance, resources["postgres"].pool(), now)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    table = Table(title=f"scanners as of {now:%Y-%m-%d %H:%M} UTC")
+    for column in ("scanner", "team", "enabled", "watermark", "frontier", "incomplete", "failed", "observations", "quota"):
+        table.add_column(column)
+    for row in report["scanners"]:
+        table.add_row(
+            row["id"], str(row["team_id"]), "yes" if row["enabled"] else "no", _short(row["watermark_end"]),
+            _short(row["frontier"]), ", ".join(row["incomplete"]) or "-", ", ".join(row["failed"]) or "-",
+            f"{row['observations']:,}", f"{row['quota_used']:,} / {row['quota_limit']:,}" if row["quota_limit"] else "-",
+        )
+    console.print(table)
+    table = Table(title="session_counter_rollups")
+    for column in ("day", "covered_until", "complete", "failed"):
+        table.add_column(column)
+    for row in report["rollups"]:
+        table.add_row(row["day"], _short(row["covered_until"]), "yes" if row["complete"] else "no", "yes" if row["failed"] else "-")
+    console.print(table)
+
+
+def _short(value: str | None) -> str:
+    return value[:16].replace("T", " ") if value else "-"
+
+
+def _parse_now(text: str | None) -> datetime:
+    if not text:
+        return utc_now()
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--now {text!r} is not an ISO 8601 time, e.g. 2026-11-23T10:05:00Z") from None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 @main.command()

@@ -10,6 +10,7 @@ from session_assets.checks import (
     watermark_never_moves_backwards,
 )
 from session_assets.resources import build_resources
+from session_assets.sensors import sweep_sensor
 
 
 def build_definitions() -> dg.Definitions:
@@ -21,6 +22,7 @@ def build_definitions() -> dg.Definitions:
             team_quota_not_exceeded,
             watermark_never_moves_backwards,
         ],
+        sensors=[sweep_sensor],
         resources=build_resources(),
         # One process per run: the default multiprocess executor costs seconds per step,
         # and chDB allows one process per data path anyway.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from session_assets.assets.rollups import SETTLE, day_start
+from session_assets.days import SETTLE, day_start
 from session_assets.run_context import metadata_time
 
 # SDKs rotate session ids after 24 h; 2 h more for clock skew.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from session_assets.assets.rollups import SETTLE
+from session_assets.days import SETTLE
 from session_assets.watermarks import (
     LATENESS_HORIZON,
     LOOKBACK,

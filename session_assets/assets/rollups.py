@@ -3,19 +3,17 @@
 
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 import dagster as dg
 
 from session_assets.assets.events import events
+from session_assets.days import SETTLE, day_start, is_complete
 from session_assets.partitions import daily_partitions_def
 from session_assets.resources import ClickHouseResource
 from session_assets.run_context import is_backfill, latest_materialization, metadata_time, parse_as_of
 
-# A day is settled once no session can still be growing into it: 30 min of
-# inactivity ends a session, plus 5 min of ingestion lag (SPEC §6).
-SETTLE = timedelta(minutes=35)
 # Re-read a little before the previous as-of time: an event stamped just before
 # it may only have become visible just after.
 INCREMENTAL_OVERLAP = timedelta(minutes=5)
@@ -68,15 +66,6 @@ class RollupPlan:
     @property
     def complete(self) -> bool:
         return is_complete(self.day, self.as_of)
-
-
-def day_start(day: date) -> datetime:
-    return datetime.combine(day, dtime.min, tzinfo=timezone.utc)
-
-
-def is_complete(day: date, as_of: datetime) -> bool:
-    """A day is complete once it is over and settled as of `as_of`."""
-    return as_of >= day_start(day) + timedelta(days=1) + SETTLE
 
 
 def plan_rollup(

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from session_assets import sql
-from session_assets.assets.rollups import SETTLE
+from session_assets.days import SETTLE
 from session_assets.scanners.model import Scanner, ScannerError
 
 

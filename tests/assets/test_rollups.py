@@ -6,7 +6,8 @@ import dagster as dg
 import pandas as pd
 
 from session_assets.assets import session_counter_rollups
-from session_assets.assets.rollups import INCREMENTAL_OVERLAP, LATE_HORIZON, SETTLE, is_complete, plan_rollup
+from session_assets.assets.rollups import INCREMENTAL_OVERLAP, LATE_HORIZON, plan_rollup
+from session_assets.days import SETTLE, is_complete
 from session_assets.checks import rollup_counters_match_events
 from session_assets.resources import ClickHouseResource
 from session_assets.partitions import daily_partitions_def

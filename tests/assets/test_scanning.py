@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from session_assets.assets.rollups import SETTLE
+from session_assets.days import SETTLE
 from session_assets.scanners import store
 from tests.support import (
     add_scanner,

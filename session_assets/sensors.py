@@ -1,0 +1,264 @@
+"""`sweep_sensor`: every 5 minutes, request the rollup and sweep runs that are due.
+
+A thin wrapper: it reads bounded sets of records (the watched days' latest
+materializations by explicit partition key, in-flight and recently failed
+runs, the scanners table) and hands them to the pure `sweeps.plan_tick`.
+It never opens ClickHouse: in embedded mode a run may be holding chDB.
+"""
+
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import dagster as dg
+from psycopg_pool import ConnectionPool
+
+from session_assets import sql, sweeps
+from session_assets.assets import scanner_sweep, session_counter_rollups
+from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES
+from session_assets.partitions import daily_partitions_def, scanner_partitions_def
+from session_assets.resources import PostgresResource
+from session_assets.run_context import AS_OF_TAG, metadata_time
+from session_assets.scanners import store as scanner_store
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+PARTITION_TAG = "dagster/partition"
+WILL_RETRY_TAG = "dagster/will_retry"
+
+
+def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime) -> sweeps.TickState:
+    start = daily_partitions_def.start.date()
+    scanners = [
+        sweeps.ScannerState(stored.id, stored.enabled, stored.start_at) for stored in scanner_store.list_all(pool)
+    ]
+    days = sweeps.watched_days(now, start)
+    rollup_days = [d for d in [days[0] - timedelta(days=1), *days] if d >= start]
+    sweep_keys = {
+        (s.id, d): f"{d.isoformat()}|{s.id}" for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
+    }
+    in_flight, failures = _run_states(instance, now)
+    rollups = _partition_states(
+        instance, session_counter_rollups.key, {d: d.isoformat() for d in rollup_days}, in_flight, failures
+    )
+    sweep_states = _partition_states(instance, OBSERVATION_BATCHES, sweep_keys, in_flight, failures)
+    return sweeps.TickState(
+        now=now,
+        start_date=start,
+        scanners=scanners,
+        known_scanner_partitions=set(instance.get_dynamic_partitions(scanner_partitions_def.name)),
+        rollups=rollups,
+        sweeps=sweep_states,
+    )
+
+
+def _partition_states(
+    instance: dg.DagsterInstance,
+    asset_key: dg.AssetKey,
+    keys: dict[Any, str],
+    in_flight: set[str],
+    failures: dict[str, list[datetime]],
+) -> dict[Any, sweeps.PartitionState]:
+    latest_ids = instance.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys.values())
+    )
+    records = {}
+    if latest_ids:
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(latest_ids.values())), limit=len(latest_ids)
+        ).records
+        records = {r.partition_key: r for r in found}
+    states = {}
+    for ident, key in keys.items():
+        record = records.get(key)
+        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()} if record else {}
+        materialized_at = datetime.fromtimestamp(record.timestamp, tz=timezone.utc) if record else None
+        failed = [t for t in failures.get(key, []) if materialized_at is None or t > materialized_at]
+        states[ident] = sweeps.PartitionState(
+            materialized_at=materialized_at,
+            complete=bool(meta.get("complete")),
+            covered_until=metadata_time(meta.get("covered_until")),
+            frontier=metadata_time(meta.get("frontier")) if isinstance(meta.get("frontier"), (int, float)) else None,
+            in_flight=key in in_flight,
+            failures=len(failed),
+            last_failure_at=max(failed) if failed else None,
+            watermark_end=metadata_time(meta.get("watermark_end")),
+            watermark_session_id=str(meta.get("watermark_session_id") or ""),
+        )
+    return states
+
+
+def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], dict[str, list[datetime]]]:
+    """Partitions with a queued or running run; failure times per partition (recent, bounded)."""
+    in_flight = {
+        r.dagster_run.tags[PARTITION_TAG]
+        for r in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000)
+        if PARTITION_TAG in r.dagster_run.tags
+    }
+    failures: dict[str, list[datetime]] = defaultdict(list)
+    recent = instance.get_run_records(
+        dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.FAILURE], created_after=now - timedelta(days=sweeps.CATCH_UP_DAYS + 1)
+        ),
+        limit=2000,
+    )
+    for record in recent:
+        tags = record.dagster_run.tags
+        if PARTITION_TAG not in tags or tags.get(WILL_RETRY_TAG) == "true":
+            continue  # Dagster's run retries will relaunch it: do not double it
+        ended = record.end_time or record.update_timestamp.timestamp()
+        failures[tags[PARTITION_TAG]].append(datetime.fromtimestamp(ended, tz=timezone.utc))
+    return in_flight, failures
+
+
+def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.RunRequest]:
+    requests = []
+    for request in plan.requests:
+        if request.asset == "rollups":
+            selection = [session_counter_rollups.key]
+        else:
+            selection = [CANDIDATE_WINDOWS, OBSERVATION_BATCHES]
+        requests.append(
+            dg.RunRequest(
+                run_key=request.run_key(now),
+                partition_key=request.partition_key,
+                asset_selection=selection,
+                tags={
+                    AS_OF_TAG: now.isoformat(),
+                    sweeps.SWEEP_TAG: source,
+                    sweeps.ATTEMPT_TAG: str(request.attempt),
+                },
+            )
+        )
+    return requests
+
+
+@dg.sensor(
+    name="sweep_sensor",
+    description=(
+        "Every 5 minutes: registers new scanners as partitions, re-rolls the open rollup days, and sweeps "
+        "every enabled scanner's open or incomplete days, oldest first, at most 40 runs a tick; failed "
+        "partitions are retried with fresh run keys and exponential backoff (5 min to 1 h)."
+    ),
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    target=[session_counter_rollups, scanner_sweep],
+)
+def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
+    now = datetime.now(timezone.utc)
+    plan = sweeps.plan_tick(read_tick_state(context.instance, postgres.pool(), now))
+    for key, why in sorted(plan.waiting.items()):
+        context.log.debug(f"{key}: {why}")
+    if plan.deferred:
+        context.log.info(f"{plan.deferred} partitions wait for the next tick (cap {sweeps.MAX_REQUESTS_PER_TICK})")
+    ticks = int(context.cursor or 0) + 1
+    return dg.SensorResult(
+        run_requests=run_requests(plan, now, "sensor"),
+        dynamic_partitions_requests=[scanner_partitions_def.build_add_request(plan.add_scanner_partitions)]
+        if plan.add_scanner_partitions
+        else None,
+        cursor=str(ticks),  # a tick counter for the UI: decisions never depend on it
+    )
+
+
+
+def execute_tick(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    pool: ConnectionPool,
+    now: datetime,
+    only_scanner: str | None = None,
+    source: str = "cli",
+) -> dict[str, Any]:
+    """One tick computed exactly as the sensor does, its runs executed here, one after another."""
+    plan = sweeps.plan_tick(read_tick_state(instance, pool, now), only_scanner=only_scanner)
+    if plan.add_scanner_partitions:
+        instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)
+    job = defs.resolve_implicit_global_asset_job_def()
+    runs = []
+    for request in run_requests(plan, now, source):
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=request.partition_key,
+            asset_selection=request.asset_selection,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=False,
+        )
+        summary: dict[str, Any] = {"partition": request.partition_key, "run_id": result.run_id, "success": result.success}
+        for event in result.get_asset_materialization_events():
+            meta = event.materialization.metadata
+            if event.asset_key == OBSERVATION_BATCHES:
+                summary.update(
+                    watermark_end=_iso(meta["watermark_end"].value),
+                    watermark_session_id=meta["watermark_session_id"].value,
+                    complete=meta["complete"].value,
+                    observed=meta["observed"].value,
+                    quota_skipped=meta["quota_skipped"].value,
+                )
+            elif event.asset_key == session_counter_rollups.key:
+                summary.update(covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value)
+        if not result.success:
+            failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
+            summary["error"] = failure.event_specific_data.error.message.strip() if failure else "run failed"
+        runs.append(summary)
+    return {
+        "as_of": now.isoformat(),
+        "added_scanners": plan.add_scanner_partitions,
+        "runs": runs,
+        "deferred": plan.deferred,
+        "waiting": plan.waiting,
+    }
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+
+
+def status_report(instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime) -> dict[str, Any]:
+    """What `session-assets status` shows, from the same records the sensor reads."""
+    state = read_tick_state(instance, pool, now)
+    period = now.date().replace(day=1)
+    with pool.connection() as conn:
+        observed = dict(conn.execute(sql.load("postgres/status_observations.sql")).fetchall())
+        quotas = {row[0]: row[1:] for row in conn.execute(sql.load("postgres/status_quotas.sql"), {"period": period})}
+    teams = {stored.id: stored.row["team_id"] for stored in scanner_store.list_all(pool)}
+    scanners = []
+    for scanner in state.scanners:
+        days = sorted(d for (sid, d) in state.sweeps if sid == scanner.id)
+        parts = [(d, state.sweeps[(scanner.id, d)]) for d in days]
+        done = [p for _, p in parts if p.materialized_at is not None]
+        newest = max(done, key=lambda p: (p.watermark_end or now, p.materialized_at)) if done else None
+        limit, used = quotas.get(teams[scanner.id], (None, 0))
+        scanners.append(
+            {
+                "id": scanner.id,
+                "team_id": teams[scanner.id],
+                "enabled": scanner.enabled,
+                "start_at": scanner.start_at.isoformat(),
+                "watermark_end": newest.watermark_end.isoformat() if newest and newest.watermark_end else None,
+                "watermark_session_id": newest.watermark_session_id if newest else None,
+                "frontier": newest.frontier.isoformat() if newest and newest.frontier else None,
+                "incomplete": [d.isoformat() for d, p in parts if not p.complete],
+                "failed": [d.isoformat() for d, p in parts if p.failures],
+                "observations": int(observed.get(scanner.id, 0)),
+                "quota_limit": limit,
+                "quota_used": int(used),
+            }
+        )
+    rollups = [
+        {
+            "day": day.isoformat(),
+            "covered_until": p.covered_until.isoformat() if p.covered_until else None,
+            "complete": p.complete,
+            "failed": bool(p.failures),
+        }
+        for day, p in sorted(state.rollups.items())
+        if p.materialized_at is not None or p.failures
+    ]
+    return {"as_of": now.isoformat(), "scanners": scanners, "rollups": rollups}
