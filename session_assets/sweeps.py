@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from session_assets.days import day_start
 from session_assets.watermarks import frontier as sweep_frontier
 
 # Only this many days back are watched; an older incomplete partition needs a hand backfill.
@@ -136,19 +137,22 @@ def plan_tick(state: TickState, max_requests: int = MAX_REQUESTS_PER_TICK, only_
             if reachable is None:
                 waiting[key] = "rollups not materialized"
                 continue
-            if sweep.failures == 0 and sweep.frontier is not None and reachable <= sweep.frontier:
+            # Only sweep when it can move: past the last frontier, or (first sweep) into the day.
+            floor = sweep.frontier if sweep.frontier is not None else max(day_start(day), scanner.start_at)
+            if sweep.failures == 0 and reachable <= floor:
                 waiting[key] = "rollups have not advanced since the last sweep"
                 continue
             reason = "retry" if sweep.failures else ("new" if sweep.materialized_at is None else "open")
             wanted.append(Request("sweep", day, scanner.id, sweep.failures, reason))
 
-    # Oldest day first; rollups of a day before its sweeps (the run queue is first in, first out).
-    wanted.sort(key=lambda r: (r.day, r.asset != "rollups", r.scanner_id or ""))
+    # Rollups first (a handful, never starved by a catch-up), then sweeps oldest day first, capped.
+    rollups = [r for r in wanted if r.asset == "rollups"]
+    sweeps = sorted((r for r in wanted if r.asset == "sweep"), key=lambda r: (r.day, r.scanner_id))
     new_ids = sorted({s.id for s in state.scanners} - state.known_scanner_partitions)
     return TickPlan(
         add_scanner_partitions=new_ids,
-        requests=wanted[:max_requests],
-        deferred=max(0, len(wanted) - max_requests),
+        requests=rollups + sweeps[:max_requests],
+        deferred=max(0, len(sweeps) - max_requests),
         waiting=waiting,
     )
 
