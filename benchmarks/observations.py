@@ -21,9 +21,17 @@ Figures:
   time, observations/s, and the count in Postgres (must equal the candidates).
   The 1M rollup rows are inserted by another child beforehand (INSERT ... SELECT
   FROM numbers()), so their load does not count towards the sweep's peak. Goal: < 500 MB.
+  Linux carries a parent's peak RSS into a fork+exec'd child's `ru_maxrss`, so this
+  part runs first, while the parent is still small (~40 MB; printed), and the child's
+  own peak (VmHWM) is printed as a cross-check. The sweep's RSS is also sampled every
+  50 ms and split into phases: before the walk (chDB candidates INSERT ... SELECT),
+  the walk (chDB ORDER BY stream -> Postgres pages), after (metadata, checks).
+  `observations.walk` is wrapped in the child only to timestamp those phases.
+
+`--profile` adds a cProfile (by own time) of one asset-path walk.
 
     python benchmarks/observations.py [--observations N] [--naive-observations N] [--repeat R]
-                                      [--candidates N] [--skip-memory] [--path DIR]
+                                      [--candidates N] [--skip-memory] [--profile] [--path DIR]
     python -m benchmarks.observations [same options]
 
 Exit code 0 whatever the goals; 1 when a correctness check fails.
@@ -49,14 +57,17 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # `python benchmarks/observations.py`: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from session_assets.settings import DEFAULT_START_DATE, START_DATE_VAR  # noqa: E402 (light: stdlib only)
+
 REPO = Path(__file__).resolve().parent.parent
 UTC = timezone.utc
-DAY = date(2025, 1, 15)
+# A partition of the daily definition (and the day before it, too).
+DAY = max(date(2025, 1, 15), date.fromisoformat(os.environ.get(START_DATE_VAR) or DEFAULT_START_DATE) + timedelta(days=1))
 DAY_START = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
 DAY_END = DAY_START + timedelta(days=1)
 AS_OF = DAY_END + timedelta(hours=2)
@@ -102,7 +113,18 @@ def rss_split() -> tuple[int, int]:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    """`ru_maxrss` (KiB on Linux). It includes the peak of the process that spawned this one
+    (Linux carries it across fork + exec), hence the children are spawned while the parent is small."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def own_peak_rss_bytes() -> int:
+    """VmHWM: this process's own peak RSS since exec, nothing inherited."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def mb(n_bytes: float) -> float:
@@ -401,6 +423,13 @@ class RssSampler(threading.Thread):
         self._halt.set()
         self.join()
 
+    def at(self, moment: float) -> tuple[int, int]:
+        """(anonymous, file-backed) RSS of the first sample at or after `moment` (else the last)."""
+        for t, anon, mapped in self.samples:
+            if t >= moment:
+                return anon, mapped
+        return self.samples[-1][1:] if self.samples else (0, 0)
+
     def peak(self, start: float, end: float) -> tuple[int, int]:
         """(anonymous, file-backed) RSS of the sample with the largest total in [start, end]."""
         inside = [(anon + mapped, anon, mapped) for t, anon, mapped in self.samples if start <= t <= end]
@@ -480,6 +509,7 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
         ended = time.perf_counter()
         sampler.stop()
         peak_after = peak_rss_bytes()
+        own_peak = own_peak_rss_bytes()
         meta: dict[str, Any] = {}
         for event in result.get_asset_materialization_events():
             if event.asset_key == dg.AssetKey("observation_batches"):
@@ -510,7 +540,9 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
         "split_before": split_before,
         "peak_before": peak_before,
         "peak_after": peak_after,
+        "own_peak": own_peak,
         "sampled_peak": sampler.peak(started, ended),
+        "walk_rss": [sampler.at(walk_start + 5.0), sampler.at(walk_end - 0.1)],
         "phases": phases,
         "phase_seconds": {
             "before_walk": walk_start - started,
@@ -544,6 +576,7 @@ def memory(pg: Postgres, n: int, root: Path) -> tuple[dict[str, Any], list[str]]
     objects = root / "mem-objects"
     setup = run_child("setup", "--chdb", str(chdb_path), "--candidates", str(n))
     name, url = pg.fresh("mem")
+    parent_peak = peak_rss_bytes()  # the floor the child's ru_maxrss inherits
     sweep = run_child("sweep", "--chdb", str(chdb_path), "--pg-url", url, "--objects", str(objects), "--candidates", str(n))
     errors = []
     if setup["loaded"] != n or sweep["rollups"] != n:
@@ -558,7 +591,8 @@ def memory(pg: Postgres, n: int, root: Path) -> tuple[dict[str, Any], list[str]]
         errors.append(f"memory: asset checks {sweep['checks']}")
     pg.drop(name)
     shutil.rmtree(objects, ignore_errors=True)
-    return {"setup": setup, "sweep": sweep}, errors
+    shutil.rmtree(chdb_path, ignore_errors=True)
+    return {"setup": setup, "sweep": sweep, "parent_peak": parent_peak}, errors
 
 
 # --- report ------------------------------------------------------------------------
@@ -589,7 +623,7 @@ def report_memory(m: dict[str, Any], n: int) -> None:
     anon, mapped = s["split_before"]
     print(
         f"sweep child RSS: after imports {mb(s['rss_imported']):,.0f} MB; just before the sweep {mb(s['rss_before']):,.0f} MB "
-        f"= {mb(anon):,.0f} MB anonymous + {mb(mapped):,.0f} MB file-backed (chDB's library, mapped); "
+        f"= {mb(anon):,.0f} MB anonymous + {mb(mapped):,.0f} MB file-backed (mostly chDB's library); "
         f"peak so far {mb(s['peak_before']):,.0f} MB"
     )
     ph, secs = s["phases"], s["phase_seconds"]
@@ -599,9 +633,14 @@ def report_memory(m: dict[str, Any], n: int) -> None:
         return f"{mb(anon + mapped):,.0f} MB ({mb(anon):,.0f} anon + {mb(mapped):,.0f} file), {secs[name]:.1f} s"
 
     print(
-        "sweep phases (sampled RSS peak every 50 ms; seconds): "
-        f"until the walk starts (scanner, candidates INSERT ... SELECT, stats) {phase('before_walk')}; "
-        f"walk (ORDER BY stream -> Postgres pages) {phase('walk')}; after (metadata, checks) {phase('after_walk')}"
+        "sweep phases, sampled RSS peak (every 50 ms) and seconds: "
+        f"until the walk starts (scanner, candidates INSERT ... SELECT in chDB, stats): {phase('before_walk')}; "
+        f"walk (chDB ORDER BY stream -> Postgres pages): {phase('walk')}; after (metadata, checks): {phase('after_walk')}"
+    )
+    (a0, f0), (a1, f1) = s["walk_rss"]
+    print(
+        f"RSS during the walk: {mb(a0 + f0):,.0f} MB 5 s after it starts, {mb(a1 + f1):,.0f} MB at its end "
+        "(flat = the Python side streams)"
     )
     print(
         f"sweep: wall {s['wall_s']:.1f} s (asset duration_s {s['duration_s']}, window_duration_s {s['window_duration_s']}), "
@@ -613,13 +652,22 @@ def report_memory(m: dict[str, Any], n: int) -> None:
         f"{s['candidates']:,} candidates, {s['batches']:,} batches, complete={s['complete']}, checks "
         f"{', '.join(f'{k}={v}' for k, v in sorted(s['checks'].items()))} {'PASS' if ok else 'FAIL'}"
     )
-    increase = s["peak_after"] - s["rss_before"]
-    print(f"RSS increase during the sweep (peak - RSS before): {mb(increase):,.0f} MB (info)")
+    print(f"RSS increase during the sweep (peak - RSS just before): {mb(s['peak_after'] - s['rss_before']):,.0f} MB (info)")
+    print(
+        f"cross-check: VmHWM (own peak, nothing inherited) {mb(s['own_peak']):,.0f} MB; "
+        f"parent's peak when it spawned the child (inherited floor of ru_maxrss) {mb(m['parent_peak']):,.0f} MB"
+    )
     peak = s["peak_after"]
     print(
         f"peak memory of the sweep process, {n:,} candidates (ru_maxrss): {mb(peak):,.0f} MB "
         f"({peak / 2**20:,.0f} MiB) (goal: < {MEMORY_GOAL_MB:,.0f} MB) {verdict(mb(peak) < MEMORY_GOAL_MB)}"
     )
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    return ", ".join(f"{name} {version(name)}" for name in ("psycopg", "psycopg-pool", "chdb", "dagster"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -649,10 +697,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--observations must be >= {PAGE_SIZE}, --repeat, --candidates and --naive-observations >= 1")
     n_naive = min(args.naive_observations, args.observations)
 
-    import chdb
-    import dagster as dg
-    import psycopg
-
     temp = None if args.path else tempfile.mkdtemp(prefix="observations-bench-")
     root = (args.path or Path(temp)).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -664,8 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"date: {datetime.now(UTC).isoformat(timespec='seconds')}")
         print(
             f"machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} {platform.release()}; "
-            f"python {platform.python_version()}; PostgreSQL {pg.version()} (pgserver); psycopg {psycopg.__version__}; "
-            f"chdb {chdb.__version__}; dagster {dg.__version__}"
+            f"load average at start {' / '.join(f'{x:.2f}' for x in os.getloadavg())}; python {platform.python_version()}; "
+            f"PostgreSQL {pg.version()} (pgserver, fsync on); {versions()}"
         )
         print(
             f"throughput: {args.observations:,} observations via observations.walk vs {n_naive:,} naive rows, "
@@ -673,7 +717,15 @@ def main(argv: list[str] | None = None) -> int:
             + ("skipped" if args.skip_memory else f"{args.candidates:,} candidates on {DAY}")
         )
         print(f"work folder: {root}")
-        print()
+        print(flush=True)
+        # Memory first: the children inherit this process's peak RSS as their ru_maxrss floor,
+        # and it is smallest now (no candidates generated, no Dagster imported here).
+        m = None
+        if not args.skip_memory:
+            print(f"(measuring memory: sweeping {args.candidates:,} candidates in a child process...)", file=sys.stderr, flush=True)
+            m, errs = memory(pg, args.candidates, root)
+            errors += errs
+        print("(measuring throughput...)", file=sys.stderr, flush=True)
         t, errs = throughput(pg, args.observations, n_naive, args.repeat, root / "objects")
         errors += errs
         report_throughput(t, args.observations, n_naive)
@@ -682,11 +734,11 @@ def main(argv: list[str] | None = None) -> int:
             print("cProfile of one asset-path walk (by own time):")
             for line in profile_walk(pg, candidate_rows(args.observations), root / "objects"):
                 print(f"  {line}")
-        if not args.skip_memory:
+        if m is not None:
             print()
-            m, errs = memory(pg, args.candidates, root)
-            errors += errs
             report_memory(m, args.candidates)
+        print()
+        print(f"load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         from session_assets import postgres
 
@@ -695,7 +747,6 @@ def main(argv: list[str] | None = None) -> int:
             pg.stop()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
-    print()
     if errors:
         for error in errors:
             print(f"correctness FAIL: {error}")

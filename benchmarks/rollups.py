@@ -57,7 +57,12 @@ import numpy as np  # noqa: E402
 from session_assets import clickhouse as ch  # noqa: E402
 from session_assets import sql  # noqa: E402
 from session_assets.assets.events import events  # noqa: E402
-from session_assets.assets.rollups import INCREMENTAL_OVERLAP, LATE_HORIZON, day_start, session_counter_rollups  # noqa: E402
+from session_assets.assets.rollups import (  # noqa: E402
+    INCREMENTAL_OVERLAP,
+    LATE_HORIZON,
+    day_start,
+    session_counter_rollups,
+)
 from session_assets.demo_data import generate_bulk_events, uuid_bytes_to_strings  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.partitions import daily_partitions_def  # noqa: E402
@@ -99,7 +104,8 @@ def insertable(columns: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("timestamp", "inserted_at"):
         value = out[name]
         if isinstance(value, np.ndarray):
-            out[name] = value.astype("datetime64[us]").astype(np.int64).tolist() if value.dtype.kind == "M" else value.tolist()
+            ticks = value.astype("datetime64[us]").astype(np.int64) if value.dtype.kind == "M" else value
+            out[name] = ticks.tolist()
     return out
 
 
@@ -327,7 +333,8 @@ def measure(
         assert run_.mode == "full" and run_.events == n_events, run_
         full_runs.append(run_)
         print(
-            f"full day #{i}: direct {base_s[-1]:.3f} s; asset wall {run_.wall_s:.3f} s, duration_s {run_.duration_s:.3f}",
+            f"full day #{i}: direct {base_s[-1]:.3f} s; "
+            f"asset wall {run_.wall_s:.3f} s, duration_s {run_.duration_s:.3f}",
             flush=True,
         )
     sessions = full_runs[-1].sessions
@@ -391,10 +398,9 @@ def measure(
         f"incremental rows recomputed: median {statistics.median(r.rows for r in incr_runs):,.0f} "
         f"({statistics.median(r.rows for r in incr_runs) / sessions:.1%} of the day's sessions)"
     )
-    print(
-        f"Dagster overhead (wall - duration_s), median: full {statistics.median(r.wall_s - r.duration_s for r in full_runs):.3f} s, "
-        f"incremental {statistics.median(r.wall_s - r.duration_s for r in incr_runs):.3f} s"
-    )
+    overhead_full = statistics.median(r.wall_s - r.duration_s for r in full_runs)
+    overhead_incr = statistics.median(r.wall_s - r.duration_s for r in incr_runs)
+    print(f"Dagster overhead (wall - duration_s), median: full {overhead_full:.3f} s, incremental {overhead_incr:.3f} s")
     for line in breakdown:
         print(f"breakdown: {line}")
     print()
@@ -407,15 +413,13 @@ def measure(
     ratio_body = body_med / base_med
     ratio_incr = incr_body_med / body_med
     ratio_incr_wall = incr_wall_med / wall_med
-    print(f"full-day asset/direct ratio, wall: {ratio_wall:.3f} (goal: <= {FULL_GOAL}) {verdict(ratio_wall, FULL_GOAL)}")
-    print(f"full-day asset/direct ratio, duration_s: {ratio_body:.3f} (goal: <= {FULL_GOAL}) {verdict(ratio_body, FULL_GOAL)}")
-    print(
-        f"incremental/full ratio, duration_s: {ratio_incr:.3f} (goal: <= {INCREMENTAL_GOAL}) {verdict(ratio_incr, INCREMENTAL_GOAL)}"
-    )
-    print(
-        f"incremental/full ratio, wall: {ratio_incr_wall:.3f} (goal: <= {INCREMENTAL_GOAL}) "
-        f"{verdict(ratio_incr_wall, INCREMENTAL_GOAL)}"
-    )
+    for label, value, goal in (
+        ("full-day asset/direct ratio, wall", ratio_wall, FULL_GOAL),
+        ("full-day asset/direct ratio, duration_s", ratio_body, FULL_GOAL),
+        ("incremental/full ratio, duration_s", ratio_incr, INCREMENTAL_GOAL),
+        ("incremental/full ratio, wall", ratio_incr_wall, INCREMENTAL_GOAL),
+    ):
+        print(f"{label}: {value:.3f} (goal: <= {goal}) {verdict(value, goal)}")
     print(
         f"correctness (rollup_check, whole day as of {last_as_of.isoformat()}): {compared:,} sessions compared, "
         f"{differ} differ, {not_rolled_up} not rolled up, {without_events} without events, "
@@ -497,17 +501,29 @@ def diagnose(bench: Bench, as_of: datetime, previous: datetime, n_new: int, samp
     def stats() -> Any:
         return bench.query("rollup_partition_stats", day=bench.day, as_of=as_of)
 
-    add("asset body, previous covered_until from the Dagster instance", lambda: latest_materialization(bench.instance, session_counter_rollups.key, bench.day.isoformat()), settle=False)
-    add("incremental rollup_late_days", lambda: bench.query(
-        "rollup_late_days", since=since, as_of=as_of, horizon_start=bench.day_start - LATE_HORIZON, day_start=bench.day_start
-    ))
+    add(
+        "asset body, previous covered_until from the Dagster instance",
+        lambda: latest_materialization(bench.instance, session_counter_rollups.key, bench.day.isoformat()),
+        settle=False,
+    )
+    add(
+        "incremental rollup_late_days",
+        lambda: bench.query(
+            "rollup_late_days",
+            since=since,
+            as_of=as_of,
+            horizon_start=bench.day_start - LATE_HORIZON,
+            day_start=bench.day_start,
+        ),
+    )
     add("incremental touched-keys subquery alone (distinct keys)", raw(touched, incremental))
     add("incremental rollup_sessions INSERT (whole statement)", lambda: bench.command("rollup_sessions", **incremental))
     lines.append(f"incremental statement, granules kept by the primary key: {granules(incremental)}")
     add("  its row filter alone: count() (key columns + tuple IN)", raw(f"SELECT count() {where}", incremental))
     if session_only != where:
         add("  same filter with a `$session_id`-only IN", raw(f"SELECT count() {session_only}", incremental))
-    add("  its row filter + reading properties: sum(cityHash64(properties))", raw(f"SELECT sum(cityHash64(properties)) {where}", incremental))
+    read_properties = f"SELECT sum(cityHash64(properties)) {where}"
+    add("  its row filter + reading properties: sum(cityHash64(properties))", raw(read_properties, incremental))
     if "properties" not in no_json.split("\nFROM", 1)[0]:
         add("  its SELECT with the JSON extractions replaced by constants", raw(no_json, incremental))
         add("  its SELECT as written", raw(select, incremental))
@@ -515,7 +531,7 @@ def diagnose(bench: Bench, as_of: datetime, previous: datetime, n_new: int, samp
     bench.command("rollup_sessions", **incremental)
     add("rollup_partition_stats FINAL after an incremental INSERT", stats, settle=False)
     add("full rollup_sessions INSERT (whole statement)", lambda: bench.command("rollup_sessions", **full))
-    add("  full-day row filter + reading properties: sum(cityHash64(properties))", raw(f"SELECT sum(cityHash64(properties)) {where}", full))
+    add("  full-day row filter + reading properties: sum(cityHash64(properties))", raw(read_properties, full))
     if "properties" not in no_json.split("\nFROM", 1)[0]:
         add("  full-day SELECT with the JSON extractions replaced by constants", raw(no_json, full))
     bench.settle()
@@ -527,7 +543,7 @@ def diagnose(bench: Bench, as_of: datetime, previous: datetime, n_new: int, samp
     batch, continued, _ = bench.new_batch(n_new, 4242, start, end, previous, recent=True)
     insert_chunked(bench.resource, batch)
     local = bench.rollup_params(full=False, as_of=end, since=start - timedelta(microseconds=1))
-    seconds = add(
+    add(
         f"time-local batch ({n_new:,} events continuing the {continued:,} most recently started sessions), "
         "incremental rollup_sessions INSERT",
         lambda: bench.command("rollup_sessions", **local),
@@ -539,9 +555,9 @@ def diagnose(bench: Bench, as_of: datetime, previous: datetime, n_new: int, samp
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=5_000_000, help="events to generate for the day (default 5,000,000)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed repetitions of each measurement (default 5)")
-    parser.add_argument("--path", type=Path, default=None, help="chDB data folder (default: a temp dir, removed at the end)")
+    parser.add_argument("--events", type=int, default=5_000_000, help="events for the day (default 5,000,000)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed repetitions of each figure (default 5)")
+    parser.add_argument("--path", type=Path, default=None, help="chDB folder (default: a temp dir, removed at the end)")
     args = parser.parse_args(argv)
     if args.events < 100 or args.repeat < 1:
         parser.error("--events must be >= 100 and --repeat >= 1")

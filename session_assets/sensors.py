@@ -111,8 +111,13 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
         tags = record.dagster_run.tags
         if PARTITION_TAG not in tags or tags.get(WILL_RETRY_TAG) == "true":
             continue  # Dagster's run retries will relaunch it: do not double it
-        ended = record.end_time or record.update_timestamp.timestamp()
-        failures[tags[PARTITION_TAG]].append(datetime.fromtimestamp(ended, tz=timezone.utc))
+        # Measured on the tick clock (the run's as-of time) so that backoff and
+        # `sweep --now` agree; for sensor runs it is the launch time.
+        failed_at = metadata_time(tags.get(AS_OF_TAG)) if tags.get(AS_OF_TAG) else None
+        if failed_at is None:
+            ended = record.end_time or record.update_timestamp.timestamp()
+            failed_at = datetime.fromtimestamp(ended, tz=timezone.utc)
+        failures[tags[PARTITION_TAG]].append(failed_at)
     return in_flight, failures
 
 
@@ -205,7 +210,7 @@ def execute_tick(
                 summary.update(covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value)
         if not result.success:
             failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-            summary["error"] = failure.event_specific_data.error.message.strip() if failure else "run failed"
+            summary["error"] = _root_cause(failure.event_specific_data.error) if failure else "run failed"
         runs.append(summary)
     return {
         "as_of": now.isoformat(),
@@ -214,6 +219,13 @@ def execute_tick(
         "deferred": plan.deferred,
         "waiting": plan.waiting,
     }
+
+
+def _root_cause(error: Any) -> str:
+    """The innermost error message: retries wrap the real cause."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def _iso(timestamp: float) -> str:

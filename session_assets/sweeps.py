@@ -106,21 +106,25 @@ def plan_tick(state: TickState, max_requests: int = MAX_REQUESTS_PER_TICK, only_
     waiting: dict[str, str] = {}
     wanted: list[Request] = []
 
-    # Rollups: today, and any earlier watched day not yet complete (yesterday until it settles).
-    for day in watched_days(now, state.start_date):
+    # Rollups: today; earlier days until they settle, if rolled before or needed by a scanner.
+    enabled = [s for s in state.scanners if s.enabled]
+    needed_from = min((s.start_at.date() for s in enabled), default=now.date()) - timedelta(days=1)
+    rolling: set[date] = set()
+    for day in sorted(state.rollups.keys() | set(watched_days(now, state.start_date))):
         rollup = state.rollups.get(day, PartitionState())
         if day < now.date() and rollup.complete:
             continue
-        if day < now.date() - timedelta(days=1) and rollup.materialized_at is None:
-            continue  # never rolled up: history is backfilled by hand, not by the sensor
+        if rollup.materialized_at is None and day < min(needed_from, now.date() - timedelta(days=1)):
+            continue  # history nobody needs yet: backfilled by hand, not by the sensor
         if rollup.in_flight:
             waiting[day.isoformat()] = "run in flight"
         elif not _retry_ready(rollup, now):
             waiting[day.isoformat()] = f"backing off after {rollup.failures} failure(s)"
         else:
             wanted.append(Request("rollups", day, None, rollup.failures, "open day"))
+            rolling.add(day)
 
-    scanners = [s for s in state.scanners if s.enabled and (only_scanner is None or s.id == only_scanner)]
+    scanners = [s for s in enabled if only_scanner is None or s.id == only_scanner]
     for scanner in scanners:
         for day in scanner_days(scanner, now, state.start_date):
             sweep = state.sweeps.get((scanner.id, day), PartitionState())
@@ -133,7 +137,7 @@ def plan_tick(state: TickState, max_requests: int = MAX_REQUESTS_PER_TICK, only_
             if not _retry_ready(sweep, now):
                 waiting[key] = f"backing off after {sweep.failures} failure(s)"
                 continue
-            reachable = _reachable_frontier(state, day)
+            reachable = _reachable_frontier(state, day, rolling)
             if reachable is None:
                 waiting[key] = "rollups not materialized"
                 continue
@@ -157,14 +161,18 @@ def plan_tick(state: TickState, max_requests: int = MAX_REQUESTS_PER_TICK, only_
     )
 
 
-def _reachable_frontier(state: TickState, day: date) -> datetime | None:
-    """The frontier a sweep could reach with the rollups as they are now."""
+def _reachable_frontier(state: TickState, day: date, rolling: set[date]) -> datetime | None:
+    """The frontier a sweep could reach with the rollups as they are now, or as this
+    tick's rollup runs leave them (the run queue starts runs in the order requested)."""
     covered = []
     for d in (day, day - timedelta(days=1)):
         if d < state.start_date:
             continue
-        rollup = state.rollups.get(d)
-        if rollup is None or rollup.covered_until is None:
+        rollup = state.rollups.get(d, PartitionState())
+        if d in rolling:
+            covered.append(state.now)
+            continue
+        if rollup.covered_until is None:
             return None
         if d != day and rollup.complete:
             continue

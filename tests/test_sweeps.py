@@ -73,21 +73,23 @@ def test_settle_window_crossing_midnight_keeps_yesterday_open_and_gates_today():
     assert "sweep:2024-03-02|s" in keys(plan_tick(state(later, [scanner], rollups, sweeps)))
 
 
-def test_sweeps_wait_for_rollups_to_advance():
+def test_sweeps_follow_the_rollups_they_need():
     scanner = ScannerState("s", True, at("2024-03-01T08:00:00"))
     now = at("2024-03-01T12:05:00")
-    rollups = {
-        date(2024, 2, 29): rolled(at("2024-03-01T12:00:00"), date(2024, 2, 29)),
-        date(2024, 3, 1): rolled(at("2024-03-01T12:00:00"), date(2024, 3, 1)),
-    }
-    fresh = {("s", date(2024, 3, 1)): swept(at("2024-03-01T12:00:00"), at("2024-03-01T12:00:00") - SETTLE)}
-    plan = plan_tick(state(now, [scanner], rollups, fresh))
-    assert keys(plan) == ["rollups:2024-03-01"]
-    assert plan.waiting["2024-03-01|s"] == "rollups have not advanced since the last sweep"
-    stale = {("s", date(2024, 3, 1)): swept(at("2024-03-01T11:55:00"), at("2024-03-01T11:55:00") - SETTLE)}
-    assert "sweep:2024-03-01|s" in keys(plan_tick(state(now, [scanner], rollups, stale)))
-    no_rollups = plan_tick(state(now, [scanner]))
-    assert no_rollups.waiting["2024-03-01|s"] == "rollups not materialized"
+    yesterday = rolled(at("2024-03-01T12:00:00"), date(2024, 2, 29))
+    today = rolled(at("2024-03-01T12:00:00"), date(2024, 3, 1))
+    swept_at_12 = {("s", date(2024, 3, 1)): swept(at("2024-03-01T12:00:00"), at("2024-03-01T12:00:00") - SETTLE)}
+    # Today's rollup runs first in this tick, so the sweep queued behind it can move.
+    plan = plan_tick(state(now, [scanner], {date(2024, 2, 29): yesterday, date(2024, 3, 1): today}, swept_at_12))
+    assert keys(plan) == ["rollups:2024-03-01", "sweep:2024-03-01|s"]
+    # With today's rollup still running, a sweep could not get past its last frontier: wait.
+    busy = PartitionState(materialized_at=today.materialized_at, covered_until=today.covered_until, in_flight=True)
+    plan = plan_tick(state(now, [scanner], {date(2024, 2, 29): yesterday, date(2024, 3, 1): busy}, swept_at_12))
+    assert keys(plan) == [] and plan.waiting["2024-03-01|s"] == "rollups have not advanced since the last sweep"
+    # Never rolled up and not being rolled: wait for the rollups.
+    failing = PartitionState(failures=1, last_failure_at=now)
+    plan = plan_tick(state(now, [scanner], {date(2024, 2, 29): yesterday, date(2024, 3, 1): failing}))
+    assert plan.waiting["2024-03-01|s"] == "rollups not materialized"
 
 
 def test_a_failed_partition_is_retried_with_a_new_key_after_backoff():
@@ -123,7 +125,7 @@ def test_in_flight_partitions_are_not_doubled():
 
 
 def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
-    scanners = [ScannerState(f"s{n:02d}", True, at("2024-02-20T00:00:00")) for n in range(30)]
+    scanners = [ScannerState(f"s{n:02d}", True, at("2024-02-28T00:00:00")) for n in range(30)]
     now = at("2024-03-03T10:00:00")
     last = at("2024-03-01T10:00:00")  # no sweep for two days; the rollups caught up first
     days = [date(2024, 2, 28) + timedelta(days=n) for n in range(5)]
@@ -131,7 +133,8 @@ def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
     sweeps = {(s.id, d): swept(at("2024-03-01T09:00:00"), last - SETTLE, complete=d < date(2024, 3, 1))
               for s in scanners for d in days[:3]}  # fmt: skip
     plan = plan_tick(state(now, scanners, rollups, sweeps))
-    assert keys(plan)[0] == "rollups:2024-03-03"  # never starved by the catch-up
+    assert [k for k in keys(plan) if k.startswith("rollups")] == ["rollups:2024-02-27", "rollups:2024-03-03"]
+    assert keys(plan)[:2] == ["rollups:2024-02-27", "rollups:2024-03-03"]  # never starved by the catch-up
     swept_now = [r for r in plan.requests if r.asset == "sweep"]
     assert len(swept_now) == MAX_REQUESTS_PER_TICK and plan.deferred == 3 * 30 - MAX_REQUESTS_PER_TICK
     assert [r.day for r in swept_now] == sorted(r.day for r in swept_now)

@@ -97,7 +97,8 @@ OBSERVATION_COLUMNS = dg.TableSchema(
     ],
     can_subset=False,
     # Transient store errors (a page rolls back whole); invalid scanners raise non-retryable.
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+    # One quick retry for a blip; a longer outage is the sweep sensor's to retry, with backoff.
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=1),
 )
 def scanner_sweep(
     context: dg.AssetExecutionContext,

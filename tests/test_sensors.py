@@ -1,0 +1,118 @@
+"""The sweep sensor on real records, and ticks driven through `execute_tick`
+(the code path of `session-assets sweep`), with a store failing for a tick."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from session_assets import demo, demo_data
+from session_assets.assets import events, scanner_sweep, session_counter_rollups
+from session_assets.checks import (
+    one_observation_per_session,
+    rollup_counters_match_events,
+    team_quota_not_exceeded,
+    watermark_never_moves_backwards,
+)
+from session_assets.events_io import insert_events
+from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+from session_assets.sensors import execute_tick, status_report, sweep_sensor
+from tests.support import at
+
+
+def build_defs(resources: dict) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[events, session_counter_rollups, scanner_sweep],
+        asset_checks=[
+            rollup_counters_match_events,
+            one_observation_per_session,
+            team_quota_not_exceeded,
+            watermark_never_moves_backwards,
+        ],
+        sensors=[sweep_sensor],
+        resources=resources,
+        executor=dg.in_process_executor,
+    )
+
+
+def new_stack(chdb_url: str, postgres_url: str, folder: Path) -> dict:
+    return {
+        "clickhouse": ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}"),
+        "postgres": PostgresResource(url=postgres_url),
+        "object_store": ObjectStoreResource(url=f"file://{folder}", s3=S3Resource()),
+    }
+
+
+def test_the_sensor_registers_scanners_and_requests_due_runs(instance, chdb_url, postgres_url, tmp_path):
+    resources = new_stack(chdb_url, postgres_url, tmp_path / "objects")
+    defs = build_defs(resources)
+    now = datetime.now().astimezone()
+    demo.install_example_scanners(resources["postgres"].pool(), instance, now - timedelta(days=1))
+    instance.delete_dynamic_partition("scanners", "ai-spend")  # as if added by hand in Postgres only
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+            result = sweep_sensor(context)
+    today, yesterday = now.date(), now.date() - timedelta(days=1)
+    days = [yesterday - timedelta(days=1), yesterday, today]  # scanners start yesterday: they need the day before
+    requested = [r.partition_key for r in result.run_requests]
+    # Rollups first; the sweeps are queued behind them and see what they roll up.
+    assert requested[:3] == [d.isoformat() for d in days]
+    assert sorted(requested[3:]) == sorted(f"{d}|{s}" for d in (yesterday, today) for s in ("ai-spend", "checkout-errors", "rage-clicks"))
+    assert all(r.tags["session_assets/as_of"] for r in result.run_requests)
+    (added,) = result.dynamic_partitions_requests
+    assert list(added.partition_keys) == ["ai-spend"]
+    assert result.cursor == "1"
+
+
+@pytest.mark.timeout(900)
+def test_ticks_with_a_failing_store_end_where_uninterrupted_ticks_do(chdb_url, postgres_admin_url, tmp_path):
+    from session_assets import postgres as pg
+
+    end = at("2026-11-20T14:00:00")
+    columns = demo_data.generate_events(days=1, now=end, seed=3)
+    ticks = [end - timedelta(hours=2) + timedelta(minutes=20 * n) for n in range(6)]
+    outcomes = {}
+    for name in ("steady", "faulty"):
+        db = f"t_{uuid.uuid4().hex[:12]}"
+        pg.ensure_database(postgres_admin_url, db)
+        folder = tmp_path / name / "objects"
+        resources = new_stack(chdb_url, pg.with_database(postgres_admin_url, db), folder)
+        insert_events(resources["clickhouse"].client(), resources["clickhouse"].events, columns)
+        defs = build_defs(resources)
+        with dg.instance_for_test() as instance:
+            pool = resources["postgres"].pool()
+            demo.install_example_scanners(pool, instance, end - timedelta(days=1, hours=2))
+            failed_runs = 0
+            for n, now in enumerate(ticks):
+                broken = name == "faulty" and n in (0, 1)
+                if broken:  # the object store is unavailable for these ticks: its root is a file
+                    folder.mkdir(parents=True, exist_ok=True)
+                    shutil.move(folder, folder.with_name("aside"))
+                    folder.write_text("not a folder")
+                report = execute_tick(defs, instance, pool, now)
+                failed_runs += sum(not run["success"] for run in report["runs"])
+                if broken:
+                    folder.unlink()
+                    shutil.move(folder.with_name("aside"), folder)
+            status = status_report(instance, pool, ticks[-1])
+            with pool.connection() as conn:
+                observed = conn.execute(
+                    "SELECT scanner_id, session_id, verdict FROM observations ORDER BY 1, 2"
+                ).fetchall()
+                batches = conn.execute("SELECT object_key FROM observation_batches ORDER BY 1").fetchall()
+            objects = sorted(ObjectStoreResource(url=f"file://{folder}", s3=S3Resource()).list_keys())
+        outcomes[name] = (observed, status, failed_runs, [b[0] for b in batches], objects)
+
+    steady, faulty = outcomes["steady"], outcomes["faulty"]
+    assert steady[2] == 0 and faulty[2] > 0  # the fault really failed runs
+    assert steady[0] and faulty[0] == steady[0]  # exactly the observations of an uninterrupted run
+    assert faulty[3] == faulty[4]  # every batch row has its object, no orphan object
+    for scanner in faulty[1]["scanners"]:
+        assert scanner["failed"] == []  # retried until it succeeded: no gap left
+    assert [s["watermark_end"] for s in faulty[1]["scanners"]] == [s["watermark_end"] for s in steady[1]["scanners"]]
