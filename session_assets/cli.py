@@ -263,6 +263,35 @@ def sweep(now_text: str | None, scanner_id: str | None) -> None:
 
 
 @main.command()
+@click.option("--scanner", "scanner_id", required=True, help="Scanner id.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day (UTC), YYYY-MM-DD.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last day (UTC), inclusive.")
+@click.option("--wait", is_flag=True, help="Print progress until the backfill is done.")
+def backfill(scanner_id: str, start: datetime, end: datetime, wait: bool) -> None:
+    """Launch a Dagster backfill of a scanner's days; each recomputes its partition fully."""
+    import time
+
+    import dagster as dg
+
+    from session_assets import backfills
+    from session_assets.definitions import build_definitions
+
+    _stack_and_resources()
+    with dg.DagsterInstance.get() as instance:
+        backfill_id = backfills.launch(build_definitions(), instance, scanner_id, start.date(), end.date())
+        console.print(f"backfill {backfill_id}: {scanner_id} {start:%Y-%m-%d}..{end:%Y-%m-%d} (runs by the Dagster daemon)")
+        while wait and not backfills.finished(instance, backfill_id):
+            state, done, failed, running = backfills.progress(instance, backfill_id)
+            console.print(f"{state}: {done} succeeded, {failed} failed, {running} running or queued")
+            time.sleep(5)  # a progress display, not synchronisation
+        if wait:
+            state, done, failed, _ = backfills.progress(instance, backfill_id)
+            console.print(f"{state}: {done} succeeded, {failed} failed")
+            if failed:
+                sys.exit(2)
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--now", "now_text", default=None, help="ISO 8601 time to report as of (default: the clock).")
 def status(as_json: bool, now_text: str | None) -> None:
