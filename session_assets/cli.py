@@ -342,6 +342,16 @@ def _parse_now(text: str | None) -> datetime:
 
 
 @main.command()
+def env() -> None:
+    """Print `export` lines for the stack's environment (starts the embedded Postgres if needed)."""
+    import shlex
+
+    stack, _ = _stack_and_resources()
+    for name, value in stack.environment().items():
+        click.echo(f"export {name}={shlex.quote(value)}")
+
+
+@main.command()
 def migrate() -> None:
     """Create or upgrade the ClickHouse and Postgres schemas."""
     _, resources = _stack_and_resources()

@@ -10,7 +10,7 @@ from session_assets.checks import (
     watermark_never_moves_backwards,
 )
 from session_assets.resources import build_resources
-from session_assets.sensors import sweep_sensor
+from session_assets.sensors import rollups_job, sweep_job, sweep_sensor
 
 
 def build_definitions() -> dg.Definitions:
@@ -22,6 +22,7 @@ def build_definitions() -> dg.Definitions:
             team_quota_not_exceeded,
             watermark_never_moves_backwards,
         ],
+        jobs=[rollups_job, sweep_job],
         sensors=[sweep_sensor],
         resources=build_resources(),
         # One process per run: the default multiprocess executor costs seconds per step,

@@ -55,7 +55,7 @@ def ensure_database(admin_url: str, database: str) -> None:
         if not exists:
             try:
                 conn.execute(pg_sql.SQL("CREATE DATABASE {}").format(pg_sql.Identifier(database)))
-            except psycopg.errors.DuplicateDatabase:
+            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                 pass  # created concurrently by another process
 
 

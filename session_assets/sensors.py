@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from session_assets import sql, sweeps
 from session_assets.assets import scanner_sweep, session_counter_rollups
-from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES
+from session_assets.assets.scanning import OBSERVATION_BATCHES
 from session_assets.partitions import daily_partitions_def, scanner_partitions_def
 from session_assets.resources import PostgresResource
 from session_assets.run_context import AS_OF_TAG, metadata_time
@@ -29,6 +29,18 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.CANCELING,
 ]
 PARTITION_TAG = "dagster/partition"
+
+# One job per partitions definition: a sensor target may not mix them.
+rollups_job = dg.define_asset_job(
+    "rollups_job",
+    selection=dg.AssetSelection.assets(session_counter_rollups),
+    description="Roll up one UTC day of events (the sweep sensor runs it for open days).",
+)
+sweep_job = dg.define_asset_job(
+    "sweep_job",
+    selection=dg.AssetSelection.assets(scanner_sweep),
+    description="Sweep one (scanner, day) partition: candidates, observations, batch objects.",
+)
 WILL_RETRY_TAG = "dagster/will_retry"
 
 
@@ -124,15 +136,11 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
 def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.RunRequest]:
     requests = []
     for request in plan.requests:
-        if request.asset == "rollups":
-            selection = [session_counter_rollups.key]
-        else:
-            selection = [CANDIDATE_WINDOWS, OBSERVATION_BATCHES]
         requests.append(
             dg.RunRequest(
                 run_key=request.run_key(now),
+                job_name=rollups_job.name if request.asset == "rollups" else sweep_job.name,
                 partition_key=request.partition_key,
-                asset_selection=selection,
                 tags={
                     AS_OF_TAG: now.isoformat(),
                     sweeps.SWEEP_TAG: source,
@@ -152,7 +160,7 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.R
     ),
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    target=[session_counter_rollups, scanner_sweep],
+    jobs=[rollups_job, sweep_job],
 )
 def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(timezone.utc)
@@ -184,13 +192,11 @@ def execute_tick(
     plan = sweeps.plan_tick(read_tick_state(instance, pool, now), only_scanner=only_scanner)
     if plan.add_scanner_partitions:
         instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)
-    job = defs.resolve_implicit_global_asset_job_def()
     runs = []
     for request in run_requests(plan, now, source):
-        result = job.execute_in_process(
+        result = defs.resolve_job_def(request.job_name).execute_in_process(
             instance=instance,
             partition_key=request.partition_key,
-            asset_selection=request.asset_selection,
             tags={**request.tags, "dagster/run_key": request.run_key},
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             raise_on_error=False,

@@ -45,3 +45,11 @@ def probe() -> None:
 def test_no_secret_in_dagster_yaml():
     text = open(stack.DAGSTER_YAML).read()
     assert "postgresql://" not in text and "password" not in text.lower()
+
+
+def test_the_code_location_loads_as_the_webserver_loads_it():
+    """Sensor targets, jobs and partitions must resolve together (`dagster definitions validate`)."""
+    dg.Definitions.validate_loadable(defs)
+    for job in defs.resolve_all_job_defs():
+        assert job.name  # resolving every job raises on mixed partitions definitions
+    assert defs.resolve_sensor_def("sweep_sensor").default_status == dg.DefaultSensorStatus.RUNNING

@@ -22,7 +22,7 @@ from session_assets.checks import (
 )
 from session_assets.events_io import insert_events
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.sensors import execute_tick, status_report, sweep_sensor
+from session_assets.sensors import execute_tick, rollups_job, status_report, sweep_job, sweep_sensor
 from tests.support import at
 
 
@@ -35,6 +35,7 @@ def build_defs(resources: dict) -> dg.Definitions:
             team_quota_not_exceeded,
             watermark_never_moves_backwards,
         ],
+        jobs=[rollups_job, sweep_job],
         sensors=[sweep_sensor],
         resources=resources,
         executor=dg.in_process_executor,
