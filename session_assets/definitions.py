@@ -13,7 +13,8 @@ from session_assets.resources import build_resources
 from session_assets.sensors import rollups_job, sweep_job, sweep_sensor
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    """The code location; `resources` replaces the ones read from the environment (tests)."""
     return dg.Definitions(
         assets=[events, session_counter_rollups, scanner_sweep],
         asset_checks=[
@@ -24,7 +25,7 @@ def build_definitions() -> dg.Definitions:
         ],
         jobs=[rollups_job, sweep_job],
         sensors=[sweep_sensor],
-        resources=build_resources(),
+        resources=build_resources() if resources is None else resources,
         # One process per run: the default multiprocess executor costs seconds per step,
         # and chDB allows one process per data path anyway.
         executor=dg.in_process_executor,

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import shutil
-
 import dagster as dg
 from dagster_postgres import PostgresRunStorage
 

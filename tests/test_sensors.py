@@ -13,33 +13,15 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from session_assets import demo, demo_data
-from session_assets.assets import events, scanner_sweep, session_counter_rollups
-from session_assets.checks import (
-    one_observation_per_session,
-    rollup_counters_match_events,
-    team_quota_not_exceeded,
-    watermark_never_moves_backwards,
-)
+from session_assets.definitions import build_definitions
 from session_assets.events_io import insert_events
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.sensors import execute_tick, rollups_job, status_report, sweep_job, sweep_sensor
+from session_assets.sensors import execute_tick, status_report, sweep_sensor
 from tests.support import at
 
 
 def build_defs(resources: dict) -> dg.Definitions:
-    return dg.Definitions(
-        assets=[events, session_counter_rollups, scanner_sweep],
-        asset_checks=[
-            rollup_counters_match_events,
-            one_observation_per_session,
-            team_quota_not_exceeded,
-            watermark_never_moves_backwards,
-        ],
-        jobs=[rollups_job, sweep_job],
-        sensors=[sweep_sensor],
-        resources=resources,
-        executor=dg.in_process_executor,
-    )
+    return build_definitions(resources)
 
 
 def new_stack(chdb_url: str, postgres_url: str, folder: Path) -> dict:

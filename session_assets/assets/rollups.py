@@ -9,7 +9,7 @@ from typing import Literal
 import dagster as dg
 
 from session_assets.assets.events import events
-from session_assets.days import SETTLE, day_start, is_complete
+from session_assets.days import day_start, is_complete
 from session_assets.partitions import daily_partitions_def
 from session_assets.resources import ClickHouseResource
 from session_assets.run_context import is_backfill, latest_materialization, metadata_time, parse_as_of
