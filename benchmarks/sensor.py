@@ -164,6 +164,11 @@ RUNLESS_PROBE_EVENTS = 100
 DEMO_SEED = 11
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 RESULTS: list[str] = []  # the figure lines, printed again at the end
+PG_CONNECTS = [0]  # new DB-API connections opened by SQLAlchemy pools (Dagster's storage), counted in main()
+
+
+def _count_connect(*_: Any) -> None:
+    PG_CONNECTS[0] += 1
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -681,12 +686,6 @@ def run_history(admin_url: str, tmp: Path, args: argparse.Namespace) -> bool:
         for instance in instances.values():
             for attr in ("get_latest_storage_id_by_partition", "fetch_materializations", "get_run_records", "get_dynamic_partitions"):
                 probe.patch_instance(instance, attr)
-        connections = {"count": 0}
-
-        def on_connect(*_: Any) -> None:
-            connections["count"] += 1
-
-        sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", on_connect)
         timings: dict[str, list[float]] = defaultdict(list)
         parts: dict[str, list[dict[str, float]]] = defaultdict(list)
         connects: dict[str, list[int]] = defaultdict(list)
@@ -696,14 +695,13 @@ def run_history(admin_url: str, tmp: Path, args: argparse.Namespace) -> bool:
                 _, results[history], _ = evaluate_sensor(instance, defs, resources, probe)
             for _ in range(args.evaluations):
                 for history, instance in instances.items():
-                    before = connections["count"]
+                    before = PG_CONNECTS[0]
                     elapsed, result, breakdown = evaluate_sensor(instance, defs, resources, probe)
-                    connects[history].append(connections["count"] - before)
+                    connects[history].append(PG_CONNECTS[0] - before)
                     timings[history].append(elapsed)
                     parts[history].append(breakdown)
                     results[history] = result
         finally:
-            sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", on_connect)
             probe.restore()
 
         for history, result in results.items():
@@ -938,11 +936,11 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
         with body_clock() as clock:
             for n in range(1, args.ticks + 1):
                 now = first + timedelta(minutes=5 * n)
-                pg0 = postgres_cpu(pg_data)
+                pg0, n0 = postgres_cpu(pg_data), PG_CONNECTS[0]
                 c0, r0, th0, w0 = time.process_time(), rusage_cpu(), time.thread_time(), time.perf_counter()
                 report = sensors.execute_tick(defs, instance, pool, now)
                 c1, r1, th1, w1 = time.process_time(), rusage_cpu(), time.thread_time(), time.perf_counter()
-                pg1 = postgres_cpu(pg_data)
+                pg1, n1 = postgres_cpu(pg_data), PG_CONNECTS[0]
                 body_cpu, body_wall, bodies = clock.take()
                 run_ids = [r["run_id"] for r in report["runs"]]
                 duration_sum, checks, event_rows = run_durations(instance, run_ids)
@@ -971,6 +969,7 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
                         "checks": checks,
                         "events": event_rows,
                         "pg": (pg1 - pg0) if pg0 is not None and pg1 is not None else float("nan"),
+                        "connects": n1 - n0,
                         "deferred": report["deferred"],
                     }
                 )
@@ -980,13 +979,13 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
         say()
         say(
             f"  {'tick':5s} {'runs':>4s} {'sweeps':>6s} {'obs':>4s} {'wall s':>7s} {'cpu s':>6s} {'rusage':>6s} "
-            f"{'main-th':>7s} {'body cpu':>8s} {'dur_s':>6s} {'checks':>6s} {'events':>6s} {'pg cpu':>6s}"
+            f"{'main-th':>7s} {'body cpu':>8s} {'dur_s':>6s} {'checks':>6s} {'events':>6s} {'pg cpu':>6s} {'pg conns':>8s}"
         )
         for r in rows:
             say(
                 f"  {r['now']:%H:%M} {r['runs']:4d} {r['sweeps']:6d} {r['observed']:4d} {r['wall']:7.2f} {r['cpu']:6.2f} "
                 f"{r['rusage']:6.2f} {r['thread']:7.2f} {r['body_cpu']:8.2f} {r['duration_s']:6.2f} {r['checks']:6d} "
-                f"{r['events']:6d} {r['pg']:6.2f}"
+                f"{r['events']:6d} {r['pg']:6.2f} {r['connects']:8d}"
             )
         say(f"  observations written in total: {observations}")
         say()
@@ -998,6 +997,13 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
         overhead = mean("cpu") - mean("body_cpu")
         overhead_wall_def = mean("cpu") - mean("duration_s")
         per_run = overhead / runs_per_tick if runs_per_tick else float("nan")
+        say(
+            "  columns: obs = observations written; cpu s = process_time; rusage = RUSAGE_SELF user+sys; main-th = "
+            "this thread's CPU; body cpu = process CPU inside the asset bodies; dur_s = sum of their duration_s (wall); "
+            "checks = asset check evaluations; events = Dagster event-log rows written; pg cpu = pgserver processes' "
+            "CPU; pg conns = new connections opened by Dagster's storage (NullPool: one per storage call)"
+        )
+        say()
         figure("tick CPU, in-process (mean of ticks)", f"{cpu_tick:.2f} s per tick, {runs_per_tick:.1f} runs, wall {mean('wall'):.2f} s")
         figure("asset bodies CPU per tick (mean)", f"{mean('body_cpu'):.3f} s (their duration_s, wall: {mean('duration_s'):.3f} s)")
         figure(
@@ -1011,7 +1017,11 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
             overhead / CADENCE_S < CORE_SHARE_GOAL,
         )
         if not all(r["pg"] != r["pg"] for r in rows):  # some readings (NaN != NaN)
-            figure("pgserver CPU per tick (other processes, not counted above; mean)", f"{mean('pg'):.2f} s")
+            figure(
+                "pgserver CPU per tick (other processes, not counted above; mean)",
+                f"{mean('pg'):.2f} s, {mean('connects'):.0f} new Dagster storage connections per tick; "
+                f"this process + pgserver: {(mean('cpu') + mean('pg')) / CADENCE_S:.1%} of one core",
+            )
 
         if not args.skip_subprocess:
             ch.close_clients()
@@ -1053,6 +1063,8 @@ def run_subprocess_estimate(
     day = end.date().isoformat()
     commands = {
         "python -c pass (interpreter start)": [python, "-c", "pass"],
+        "import dagster": [python, "-c", "import dagster"],
+        "import dagster, dagster_aws.s3": [python, "-c", "import dagster, dagster_aws.s3"],
         "import definitions (code location load)": [python, "-c", "import definitions"],
         "dagster asset materialize: rollups": [
             python, "-m", "dagster", "asset", "materialize", "-m", "definitions",
@@ -1120,6 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--days must be >= {sweeps.CATCH_UP_DAYS + 2}: longer than the window the sensor watches")
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
+    sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", _count_connect)
     tmp = Path(tempfile.mkdtemp(prefix="sensor-bench-")).resolve()
     pg_data = tmp / "postgres"
     ok = True
