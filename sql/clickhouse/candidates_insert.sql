@@ -70,3 +70,5 @@ WHERE session_end <= {window_end:DateTime64(6, 'UTC')}
   AND (
       -- @filter
   )
+-- Write in blocks of 64k rows rather than buffering ~1M: lower peak memory, measured faster.
+SETTINGS min_insert_block_size_rows = 65536, min_insert_block_size_bytes = 16777216
