@@ -903,6 +903,7 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
     resources = stack_resources(chdb_url, "bench_ticks", app_url, tmp / "objects")
     defs = build_defs(resources)
     instance = open_instance(home, pg.sqlalchemy_url(dagster_url))
+    pooled: dg.DagsterInstance | None = None
     try:
         pool = resources["postgres"].pool()
         clickhouse = resources["clickhouse"]
@@ -932,13 +933,19 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
                 break
         say(f"catch-up at {first:%H:%M}: {catch_up_runs} runs in {time.perf_counter() - started:.1f} s")
 
+        if args.compare_pooled:
+            # The same Dagster database through an instance that keeps its connections
+            # (what dagster-webserver does): every other measured tick runs with it.
+            pooled = open_instance(tmp / "dagster-ticks-pooled", pg.sqlalchemy_url(dagster_url))
+            pooled.optimize_for_webserver(statement_timeout=60_000, pool_recycle=3600, max_overflow=20)
         rows = []
         with body_clock() as clock:
             for n in range(1, args.ticks + 1):
                 now = first + timedelta(minutes=5 * n)
+                use_pooled = args.compare_pooled and n % 2 == 0
                 pg0, n0 = postgres_cpu(pg_data), PG_CONNECTS[0]
                 c0, r0, th0, w0 = time.process_time(), rusage_cpu(), time.thread_time(), time.perf_counter()
-                report = sensors.execute_tick(defs, instance, pool, now)
+                report = sensors.execute_tick(defs, pooled if use_pooled else instance, pool, now)
                 c1, r1, th1, w1 = time.process_time(), rusage_cpu(), time.thread_time(), time.perf_counter()
                 pg1, n1 = postgres_cpu(pg_data), PG_CONNECTS[0]
                 body_cpu, body_wall, bodies = clock.take()
@@ -970,6 +977,7 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
                         "events": event_rows,
                         "pg": (pg1 - pg0) if pg0 is not None and pg1 is not None else float("nan"),
                         "connects": n1 - n0,
+                        "pooled": use_pooled,
                         "deferred": report["deferred"],
                     }
                 )
@@ -985,13 +993,14 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
             say(
                 f"  {r['now']:%H:%M} {r['runs']:4d} {r['sweeps']:6d} {r['observed']:4d} {r['wall']:7.2f} {r['cpu']:6.2f} "
                 f"{r['rusage']:6.2f} {r['thread']:7.2f} {r['body_cpu']:8.2f} {r['duration_s']:6.2f} {r['checks']:6d} "
-                f"{r['events']:6d} {r['pg']:6.2f} {r['connects']:8d}"
+                f"{r['events']:6d} {r['pg']:6.2f} {r['connects']:8d}{'  pooled' if r['pooled'] else ''}"
             )
         say(f"  observations written in total: {observations}")
         say()
 
-        ticks = len(rows)
-        mean = lambda key: sum(r[key] for r in rows) / ticks  # noqa: E731
+        pooled_rows = [r for r in rows if r["pooled"]]
+        rows = [r for r in rows if not r["pooled"]]
+        mean = lambda key, rows=rows: sum(r[key] for r in rows) / len(rows)  # noqa: E731
         runs_per_tick = mean("runs")
         cpu_tick = mean("cpu")
         overhead = mean("cpu") - mean("body_cpu")
@@ -1004,7 +1013,7 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
             "CPU; pg conns = new connections opened by Dagster's storage (NullPool: one per storage call)"
         )
         say()
-        figure("tick CPU, in-process (mean of ticks)", f"{cpu_tick:.2f} s per tick, {runs_per_tick:.1f} runs, wall {mean('wall'):.2f} s")
+        figure(f"tick CPU, in-process (mean of {len(rows)} ticks)", f"{cpu_tick:.2f} s per tick, {runs_per_tick:.1f} runs, wall {mean('wall'):.2f} s")
         figure("asset bodies CPU per tick (mean)", f"{mean('body_cpu'):.3f} s (their duration_s, wall: {mean('duration_s'):.3f} s)")
         figure(
             "Dagster overhead per tick = tick CPU - body CPU (mean)",
@@ -1023,6 +1032,14 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
                 f"this process + pgserver: {(mean('cpu') + mean('pg')) / CADENCE_S:.1%} of one core",
             )
 
+        if pooled_rows:
+            figure(
+                f"  info: pooled Dagster connections (optimize_for_webserver), {len(pooled_rows)} ticks (mean)",
+                f"tick CPU {mean('cpu', pooled_rows):.2f} s, body {mean('body_cpu', pooled_rows):.2f} s, pgserver "
+                f"{mean('pg', pooled_rows):.2f} s, {mean('connects', pooled_rows):.0f} connections, wall "
+                f"{mean('wall', pooled_rows):.2f} s (NullPool ticks: {mean('cpu'):.2f} / {mean('body_cpu'):.2f} / "
+                f"{mean('pg'):.2f} s, wall {mean('wall'):.2f} s)",
+            )
         if not args.skip_subprocess:
             ch.close_clients()
             ok = run_subprocess_estimate(
@@ -1032,6 +1049,8 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
         return ok
     finally:
         instance.dispose()
+        if pooled is not None:
+            pooled.dispose()
 
 
 def run_subprocess_estimate(
@@ -1125,6 +1144,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-history", action="store_true", help="skip the history figure")
     parser.add_argument("--skip-cpu", action="store_true", help="skip the CPU-per-tick figure")
     parser.add_argument("--skip-subprocess", action="store_true", help="skip the one-process-per-run estimate")
+    parser.add_argument(
+        "--compare-pooled",
+        action="store_true",
+        help="run every other measured tick through an instance with pooled Dagster connections (info line; "
+        "the figures use the other ticks)",
+    )
     args = parser.parse_args(argv)
     if args.scanners < 1 or args.evaluations < 1 or args.tick_scanners < 1 or args.ticks < 1:
         parser.error("sizes must be >= 1")

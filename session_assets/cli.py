@@ -90,6 +90,8 @@ def dev(days: int, port: int, host: str) -> None:
     console.print(f"Dagster UI on http://{host}:{port}  (home {stack.settings.home})")
     command = [sys.executable, "-m", "dagster", "dev", "-m", "session_assets.definitions", "-h", host, "-p", str(port)]
     child = subprocess.Popen(command, env=os.environ.copy())
+    # Stopping this command stops dagster dev too (and then the embedded Postgres with us).
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
     try:
         sys.exit(child.wait())
     except KeyboardInterrupt:
