@@ -25,7 +25,7 @@ dimensions).
   - "1 day": today's partitions only: 288 materializations (one per 5 minutes,
     as-of times spread from midnight to now) of each of the N (scanner, today)
     partitions, for each of the two sweep assets, and 288 of today's rollup.
-  - "1 year": the same, plus for each of the `--days` older days 1-3
+  - "1 year": the same, plus for each of the `--days` (>= 9) older days 1-3
     materializations (seeded random) of each (scanner, day) partition of both
     sweep assets and of the day's rollup, the last one complete (a day settles
     with few sweeps after it closes; real partitions get up to ~300, which would
@@ -38,13 +38,25 @@ dimensions).
   through `instance.report_dagster_event` with a batch id and
   `DAGSTER_EVENT_BATCH_SIZE` set, so the instance writes them with its batch
   path (`store_event_batch`, what run workers use), one asset key per batch,
-  in time order, with event timestamps set to each materialization's as-of time.
-  Both Dagster databases get `VACUUM ANALYZE` after loading (what autovacuum
-  does on a live server).
+  in time order, with event timestamps set to each materialization's as-of time
+  (`report_runless_asset_event` would stamp them all "now").
+  Every Dagster database gets `VACUUM ANALYZE` after loading (what autovacuum
+  does on a live server). Setup takes ~5 minutes with the defaults (the events'
+  serialization in Dagster, ~1.5 ms CPU each, dominates).
+  Two more variants, for information: "9 days" (exactly the partitions the
+  sensor reads, all materialized: today + the 8 older days it watches) tells
+  the cost of a full watched window from the cost of older history; "1 year,
+  pooled" evaluates the 1-year database through an instance that keeps its
+  Postgres connections (`instance.optimize_for_webserver`, what
+  dagster-webserver does; dagster-postgres otherwise uses SQLAlchemy's NullPool,
+  one new connection per storage call: counted per evaluation).
+  No run records are synthesized: the sensor's two run queries (in-flight
+  statuses; failures of the last 8 days, by status and creation time) read
+  an empty runs table here.
   Evaluation: `sweep_sensor(context)` with `dg.build_sensor_context(instance,
   definitions, resources)` inside `dg.partition_loading_context`, as the tests
   do; the sensor reads the real clock. One warm-up per database, then
-  `--evaluations` (default 15) timed evaluations, the two databases interleaved;
+  `--evaluations` (default 15) timed evaluations, the databases interleaved;
   medians. The breakdown wraps the sensor module's functions and the instance
   methods it calls with timers (negligible cost).
   Correctness: in the 1-year database every watched partition must be found,
@@ -73,19 +85,23 @@ every tick sees new events).
   (`duration_s`), so each body's process-CPU is bracketed exactly.
   Dagster overhead per tick = tick CPU - asset-body CPU (the sensor's planning,
   run creation, event writes, step orchestration, the asset checks, which run
-  as separate steps and make one query each, and the Python around them); the
-  brief's cruder variant, tick CPU - sum of `duration_s` (wall), is printed
-  too. pgserver runs in other processes: their CPU per tick is read from /proc
+  as separate steps and make one query each, and the Python around them); a
+  cruder variant, tick CPU - sum of `duration_s` (wall), is printed too.
+  pgserver runs in other processes: their CPU per tick is read from /proc
   (postmaster + backends) and printed for information, not counted.
   Production runs each run in its own process (`dagster api execute_run` via
   the run launcher): one `dagster asset materialize` subprocess per asset
   (rollups, one sweep partition) against the same Dagster database, on an
   empty chDB path of its own (the body does next to nothing), gives the per-run
   CPU of a separate process (`wait4` rusage); the estimate adds
-  (that - in-process per-run overhead) x runs per tick.
+  (that - in-process per-run overhead) x runs per tick. The import cost is
+  split (`import dagster`, `+ dagster_aws.s3`, `import definitions`).
+  `--compare-pooled` runs every other measured tick through an instance with
+  pooled Dagster connections (`optimize_for_webserver`) on the same database
+  and prints the comparison; the figures then use the other ticks.
 
     python benchmarks/sensor.py [--scanners N] [--days D] [--evaluations E] [--tick-scanners N]
-                                [--ticks T] [--skip-history] [--skip-cpu] [--skip-subprocess]
+                                [--ticks T] [--skip-history] [--skip-cpu] [--skip-subprocess] [--compare-pooled]
     python -m benchmarks.sensor [same options]
 
 Exit code 0 whatever the goals; 1 when a correctness check fails.
