@@ -79,30 +79,57 @@ def _partition_states(
     latest_ids = instance.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys.values())
     )
-    records = {}
-    if latest_ids:
+    # A stored materialization never changes: parse each one once per instance, so
+    # a tick re-reads only the partitions that moved since the last tick.
+    parsed_records = _parsed_records(instance)
+    missing = [i for i in latest_ids.values() if i not in parsed_records]
+    if missing:
         found = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(latest_ids.values())), limit=len(latest_ids)
+            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=missing), limit=len(missing)
         ).records
-        records = {r.partition_key: r for r in found}
+        if len(parsed_records) + len(found) > _PARSED_RECORDS_MAX:
+            parsed_records.clear()  # a cache: dropping it costs one slower tick, never a wrong one
+        for record in found:
+            parsed_records[record.storage_id] = _parse(record)
     states = {}
     for ident, key in keys.items():
-        record = records.get(key)
-        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()} if record else {}
-        materialized_at = datetime.fromtimestamp(record.timestamp, tz=timezone.utc) if record else None
+        storage_id = latest_ids.get(key)
+        parsed = parsed_records.get(storage_id) if storage_id is not None else None
+        materialized_at = parsed["materialized_at"] if parsed else None
         failed = [t for t in failures.get(key, []) if materialized_at is None or t > materialized_at]
         states[ident] = sweeps.PartitionState(
-            materialized_at=materialized_at,
-            complete=bool(meta.get("complete")),
-            covered_until=metadata_time(meta.get("covered_until")),
-            frontier=metadata_time(meta.get("frontier")) if isinstance(meta.get("frontier"), (int, float)) else None,
+            **(parsed or {}),
             in_flight=key in in_flight,
             failures=len(failed),
             last_failure_at=max(failed) if failed else None,
-            watermark_end=metadata_time(meta.get("watermark_end")),
-            watermark_session_id=str(meta.get("watermark_session_id") or ""),
         )
     return states
+
+
+_PARSED_RECORDS_MAX = 50_000
+_CACHE_ATTRIBUTE = "_session_assets_parsed_materializations"
+
+
+def _parsed_records(instance: dg.DagsterInstance) -> dict[int, dict[str, Any]]:
+    """Parsed materializations by storage id, kept on the instance (ids are per event log)."""
+    cache = getattr(instance, _CACHE_ATTRIBUTE, None)
+    if cache is None:
+        cache = {}
+        setattr(instance, _CACHE_ATTRIBUTE, cache)
+    return cache
+
+
+def _parse(record: Any) -> dict[str, Any]:
+    meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+    frontier = meta.get("frontier")
+    return {
+        "materialized_at": datetime.fromtimestamp(record.timestamp, tz=timezone.utc),
+        "complete": bool(meta.get("complete")),
+        "covered_until": metadata_time(meta.get("covered_until")),
+        "frontier": metadata_time(frontier) if isinstance(frontier, (int, float)) else None,
+        "watermark_end": metadata_time(meta.get("watermark_end")),
+        "watermark_session_id": str(meta.get("watermark_session_id") or ""),
+    }
 
 
 def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], dict[str, list[datetime]]]:
