@@ -150,17 +150,12 @@ from dagster_aws.s3 import S3Resource  # noqa: E402
 from session_assets import clickhouse as ch  # noqa: E402
 from session_assets import demo_data, sensors, stack, sweeps  # noqa: E402
 from session_assets import postgres as pg  # noqa: E402
-from session_assets.assets import events, scanner_sweep, session_counter_rollups  # noqa: E402
+from session_assets.assets import session_counter_rollups  # noqa: E402
 from session_assets.assets import rollups as rollups_module  # noqa: E402
 from session_assets.assets import scanning as scanning_module  # noqa: E402
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES  # noqa: E402
-from session_assets.checks import (  # noqa: E402
-    one_observation_per_session,
-    rollup_counters_match_events,
-    team_quota_not_exceeded,
-    watermark_never_moves_backwards,
-)
 from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
+from session_assets.definitions import build_definitions  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.partitions import daily_partitions_def, scanner_partitions_def  # noqa: E402
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource  # noqa: E402
@@ -251,19 +246,8 @@ def new_database(admin_url: str, name: str) -> str:
 
 
 def build_defs(resources: dict[str, Any]) -> dg.Definitions:
-    """The code location's definitions with these resources (as tests/test_sensors.py builds them)."""
-    return dg.Definitions(
-        assets=[events, session_counter_rollups, scanner_sweep],
-        asset_checks=[
-            rollup_counters_match_events,
-            one_observation_per_session,
-            team_quota_not_exceeded,
-            watermark_never_moves_backwards,
-        ],
-        sensors=[sensors.sweep_sensor],
-        resources=resources,
-        executor=dg.in_process_executor,
-    )
+    """The code location's definitions with these resources."""
+    return build_definitions(resources)
 
 
 def stack_resources(chdb_url: str, database: str, app_url: str, objects: Path) -> dict[str, Any]:

@@ -217,6 +217,8 @@ def scanners_enable(scanner_id: str, from_now: bool) -> None:
     from session_assets.days import SETTLE
     from session_assets.scanners import store
 
+    from session_assets.demo import utc_now
+
     start_at = utc_now() - SETTLE if from_now else None
     store.set_enabled(_scanner_pool(), scanner_id, True, start_at)
     console.print(f"enabled {scanner_id}" + (f", restarting at {start_at:%Y-%m-%d %H:%M:%S} UTC" if start_at else ""))
@@ -335,7 +337,7 @@ def _short(value: str | None) -> str:
 
 def _parse_now(text: str | None) -> datetime:
     if not text:
-        return utc_now()
+        return datetime.now(timezone.utc)
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -359,10 +361,6 @@ def migrate() -> None:
     _, resources = _stack_and_resources()
     _prepare_stores(resources)
     console.print("schemas are up to date")
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 if __name__ == "__main__":

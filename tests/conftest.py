@@ -5,7 +5,6 @@ server on loopback."""
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +16,7 @@ from dagster_aws.s3 import S3Resource
 
 from session_assets import clickhouse, postgres
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+from tests.support import free_port
 
 # Test credentials for the loopback S3 server; tests grep for them in logs.
 TEST_AWS_KEY_ID = "testing-key-id"
@@ -60,18 +60,12 @@ def postgres_resource(postgres_url: str) -> PostgresResource:
     return PostgresResource(url=postgres_url)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 API server on a free loopback port, with test credentials in the environment."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

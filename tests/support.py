@@ -4,7 +4,11 @@ independent pandas aggregation to compare the rollups with."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 import uuid
+from pathlib import Path
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
@@ -19,6 +23,30 @@ from session_assets.resources import ClickHouseResource
 from session_assets.run_context import AS_OF_TAG, BACKFILL_TAG
 
 UTC = timezone.utc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
+    """Poll a server's state until `predicate` is truthy, bounded by a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    """The environment of a newcomer's shell: only SESSION_ASSETS_HOME set, no DAGSTER_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_ASSETS_") and k != "DAGSTER_HOME"}
+    env["SESSION_ASSETS_HOME"] = str(home)
+    return env
 
 
 def at(text: str) -> datetime:

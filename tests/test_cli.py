@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,18 +13,14 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from tests.support import cli_env, free_port, wait_until
+
 CLI = [sys.executable, "-m", "session_assets.cli"]
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_ASSETS_") and k != "DAGSTER_HOME"}
-    env["SESSION_ASSETS_HOME"] = str(home)
-    return env
 
 
 def test_demo_loads_events_and_rolls_up_every_day(tmp_path):
     result = subprocess.run(
-        [*CLI, "demo", "--days", "2"], env=_env(tmp_path), capture_output=True, text=True, timeout=600
+        [*CLI, "demo", "--days", "2"], env=cli_env(tmp_path), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
     assert "loaded" in result.stdout and "demo events" in result.stdout
@@ -40,7 +34,7 @@ def test_demo_loads_events_and_rolls_up_every_day(tmp_path):
 
 def test_user_mistakes_are_one_line_without_traceback(tmp_path):
     result = subprocess.run(
-        [*CLI, "load-events", str(tmp_path / "missing.jsonl")], env=_env(tmp_path), capture_output=True, text=True
+        [*CLI, "load-events", str(tmp_path / "missing.jsonl")], env=cli_env(tmp_path), capture_output=True, text=True
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -48,29 +42,13 @@ def test_user_mistakes_are_one_line_without_traceback(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)  # polling a server's readiness, bounded by the deadline
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.timeout(900)
 def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_path):
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "dev.log", "w")
     dev = subprocess.Popen(
         [*CLI, "dev", "--days", "1", "--port", str(port)],
-        env=_env(tmp_path / "home"),
+        env=cli_env(tmp_path / "home"),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -86,7 +64,7 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
             except Exception:
                 return None
 
-        _wait_until(ready, 300, "the Dagster UI")
+        wait_until(ready, 300, "the Dagster UI")
         today = datetime.now(timezone.utc).date().isoformat()
         run_id = client.submit_job_execution(
             "__ASSET_JOB",
@@ -94,7 +72,7 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
             asset_selection=[["session_counter_rollups"]],
         )
         finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-        status = _wait_until(
+        status = wait_until(
             lambda: (s := client.get_run_status(run_id)) in finished and s, 300, "the queued run to finish"
         )
         assert status == DagsterRunStatus.SUCCESS, (tmp_path / "dev.log").read_text()[-5000:]
@@ -109,7 +87,7 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
             },
             asset_selection=[["scanner_candidate_windows"], ["observation_batches"]],
         )
-        status = _wait_until(
+        status = wait_until(
             lambda: (s := client.get_run_status(run_id)) in finished and s, 300, "the sweep run to finish"
         )
         assert status == DagsterRunStatus.SUCCESS, (tmp_path / "dev.log").read_text()[-5000:]
@@ -131,7 +109,7 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env=_env(home), capture_output=True, text=True, timeout=300)
+    return subprocess.run([*CLI, *args], env=cli_env(home), capture_output=True, text=True, timeout=300)
 
 
 def test_scanners_commands(tmp_path):

@@ -8,15 +8,15 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from dagster_graphql import DagsterGraphQLClient
+
+from tests.support import cli_env, free_port, wait_until
 
 CLI = [sys.executable, "-m", "session_assets.cli"]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,28 +49,6 @@ LATEST_MATERIALIZATION = """query {
       metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_ASSETS_") and k != "DAGSTER_HOME"}
-    env["SESSION_ASSETS_HOME"] = str(home)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)  # polling a server's state, bounded by the deadline
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def _tags(run: dict) -> dict[str, str]:
     return {tag["key"]: tag["value"] for tag in run["tags"]}
 
@@ -87,13 +65,13 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(tmp_path):
     except ImportError:
         pytest.fail("playwright is not installed: pip install -e '.[dev]'")
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "dev.log"
     log = open(log_path, "w")
     dev = subprocess.Popen(
         [*CLI, "dev", "--days", "1", "--port", str(port)],
-        env=_env(tmp_path / "home"),
+        env=cli_env(tmp_path / "home"),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -119,7 +97,7 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(tmp_path):
             except Exception:
                 return None
 
-        _wait_until(ready, 300, "the Dagster UI")
+        wait_until(ready, 300, "the Dagster UI")
 
         # The daemon's first tick of `sweep_sensor` requests rollup and (scanner, day) sweep runs,
         # which the queued run coordinator executes one at a time.
@@ -138,7 +116,7 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(tmp_path):
             assert not failed, f"sensor sweep runs failed: {failed}\n{log_tail()}"
             return sorted((r for r in sweeps if r["status"] == "SUCCESS"), key=lambda r: r["endTime"])
 
-        first = _wait_until(a_finished_sweep, 480, "a sensor-launched sweep run to succeed", 1.0)[0]
+        first = wait_until(a_finished_sweep, 480, "a sensor-launched sweep run to succeed", 1.0)[0]
         partition = _tags(first)["dagster/partition"]
         (latest,) = client._execute(  # noqa: SLF001
             LATEST_MATERIALIZATION % json.dumps(partition)
