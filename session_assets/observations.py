@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from psycopg_pool import ConnectionPool
 
 from session_assets import sql
+from session_assets.failpoints import failpoint
 from session_assets.resources import ObjectStoreResource
 from session_assets.scanners import COUNTER_COLUMNS, Scanner, SessionSummary, get_kind
 
@@ -141,6 +142,7 @@ def write_page(
         if new:
             conn.execute(sql.load("postgres/quota_ensure.sql"), {**team, "default_limit": default_quota})
             granted = conn.execute(sql.load("postgres/quota_reserve.sql"), {**team, "n": len(new)}).fetchone()[0]
+            failpoint("after_quota_reserve")
         accepted, refused = new[:granted], new[granted:]
         verdicts = [kind.apply(summary(c), None, rule) for c in accepted]
         key = None
@@ -177,6 +179,7 @@ def write_page(
             if inserted:
                 body = _batch_body(scanner, day, inserted)
                 object_store.put(key, body)
+                failpoint("after_object_write")
                 conn.execute(
                     sql.load("postgres/batch_insert.sql"),
                     {
@@ -191,6 +194,7 @@ def write_page(
                 )
             else:
                 key = None
+    failpoint("after_page_commit")
     # The walk may advance up to, not past, the first session quota refused.
     handled = page[: page.index(refused[0])] if refused else page
     last = (handled[-1]["session_end"], handled[-1]["session_id"]) if handled else None

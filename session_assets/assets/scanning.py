@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 
 from session_assets import observations, sql, watermarks
+from session_assets.failpoints import failpoint
 from session_assets.assets.rollups import session_counter_rollups
 from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
@@ -148,6 +149,7 @@ def scanner_sweep(
         client = clickhouse.client()
         insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
         client.command(insert, parameters=sql.bind(insert, params))
+        failpoint("after_candidates_insert")
         stats = clickhouse.query("candidates_stats", scanner_id=scanner.id, day=day, as_of=as_of)
         counts = dict(zip(("candidates", "sampled_out", "late_candidates"), map(int, stats.result_rows[0])))
         window_seconds = time.monotonic() - window_started
@@ -169,6 +171,7 @@ def scanner_sweep(
         window_seconds = 0.0
         context.log.warning(f"rollups for {day} (and the day before) are not materialized yet: nothing to sweep")
 
+    failpoint("before_materialization")
     new_watermark = watermarks.next_watermark(start.watermark, frontier, walk.last_handled, walk.finished, as_of)
     complete = watermarks.is_complete(day, frontier, walk.finished)
     quota_skipped = counts["candidates"] - walk.handled if not walk.finished else 0
