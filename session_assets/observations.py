@@ -56,9 +56,17 @@ class WalkResult:
 
 
 def pages(rows: Iterable[Sequence[Any]], page_size: int) -> Iterator[list[dict[str, Any]]]:
+    """Candidate rows in keyset order, cut into pages; a row repeating the key before it
+    (a retried window's copy, not merged yet) is skipped."""
     page: list[dict[str, Any]] = []
+    previous = None
     for row in rows:
-        page.append(dict(zip(CANDIDATE_COLUMNS, row)))
+        candidate = dict(zip(CANDIDATE_COLUMNS, row))
+        key = (candidate["session_end"], candidate["session_id"])
+        if key == previous:
+            continue
+        previous = key
+        page.append(candidate)
         if len(page) == page_size:
             yield page
             page = []

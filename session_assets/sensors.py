@@ -6,11 +6,14 @@ runs, the scanners table) and hands them to the pure `sweeps.plan_tick`.
 It never opens ClickHouse: in embedded mode a run may be holding chDB.
 """
 
+import socket
+import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import dagster as dg
+import psutil
 from psycopg_pool import ConnectionPool
 
 from session_assets import sql, sweeps
@@ -42,6 +45,34 @@ sweep_job = dg.define_asset_job(
     description="Sweep one (scanner, day) partition: candidates, observations, batch objects.",
 )
 WILL_RETRY_TAG = "dagster/will_retry"
+# "<run id> <host> <pid> <process start>" of the process executing a run in-process
+# (`session-assets sweep`), so that a tick can tell when that process is gone.
+WORKER_TAG = "session_assets/worker"
+
+
+def worker_tag(run_id: str) -> str:
+    me = psutil.Process()
+    return f"{run_id} {socket.gethostname()} {me.pid} {me.create_time():.2f}"
+
+
+def _worker_gone(run: dg.DagsterRun) -> bool:
+    """True when the run was executed in-process by a process of this host that no longer exists.
+
+    A SIGKILLed or OOM-killed `session-assets sweep` leaves its run STARTED for ever
+    (nothing monitors an in-process run), and the partition would wait for it
+    for ever. Runs re-executed from such a run copy its tags: the run id in the
+    tag tells them apart. Anything we cannot check from here counts as alive.
+    """
+    parts = run.tags.get(WORKER_TAG, "").split(" ")
+    if len(parts) != 4 or parts[0] != run.run_id or parts[1] != socket.gethostname():
+        return False
+    try:
+        process = psutil.Process(int(parts[2]))
+        return f"{process.create_time():.2f}" != parts[3] or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.Error, ValueError):
+        return False
 
 
 def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime) -> sweeps.TickState:
@@ -134,11 +165,18 @@ def _parse(record: Any) -> dict[str, Any]:
 
 def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], dict[str, list[datetime]]]:
     """Partitions with a queued or running run; failure times per partition (recent, bounded)."""
-    in_flight = {
-        r.dagster_run.tags[PARTITION_TAG]
-        for r in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000)
-        if PARTITION_TAG in r.dagster_run.tags
-    }
+    in_flight = set()
+    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000):
+        run = record.dagster_run
+        if PARTITION_TAG not in run.tags:
+            continue
+        if _worker_gone(run):
+            # Fail it, so the partition is retried (with backoff) instead of waiting for ever.
+            instance.report_run_failed(
+                run, f"the process that executed this run ({run.tags[WORKER_TAG]}) is gone: killed mid-run"
+            )
+            continue
+        in_flight.add(run.tags[PARTITION_TAG])
     failures: dict[str, list[datetime]] = defaultdict(list)
     recent = instance.get_run_records(
         dg.RunsFilter(
@@ -221,10 +259,19 @@ def execute_tick(
         instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)
     runs = []
     for request in run_requests(plan, now, source):
+        run_id = str(uuid.uuid4())
         result = defs.resolve_job_def(request.job_name).execute_in_process(
             instance=instance,
             partition_key=request.partition_key,
-            tags={**request.tags, "dagster/run_key": request.run_key},
+            run_id=run_id,
+            tags={
+                **request.tags,
+                "dagster/run_key": request.run_key,
+                WORKER_TAG: worker_tag(run_id),
+                # Nothing can re-execute an in-process run (it has no code location origin):
+                # its failures are the ticks' to retry, with backoff, not Dagster's run retries.
+                "dagster/max_retries": "0",
+            },
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             raise_on_error=False,
         )

@@ -13,6 +13,7 @@ import boto3
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
+from hypothesis import settings
 
 from session_assets import clickhouse, postgres
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
@@ -21,6 +22,18 @@ from tests.support import free_port
 # Test credentials for the loopback S3 server; tests grep for them in logs.
 TEST_AWS_KEY_ID = "testing-key-id"
 TEST_AWS_SECRET = "testing-secret-key"
+
+# `pytest --slow`: property tests run many more examples (tests/test_properties.py).
+settings.register_profile("slow", max_examples=200)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="run the property tests with many more examples")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--slow"):
+        settings.load_profile("slow")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,8 @@ FROM
     SELECT
         team_id,
         session_id,
-        argMin(distinct_id, first_timestamp) AS distinct_id,
+        -- Text bound for Postgres and JSON: no NUL, valid UTF-8 (bad bytes become U+FFFD).
+        toValidUTF8(replaceAll(argMin(distinct_id, first_timestamp), '\0', '')) AS distinct_id,
         min(first_timestamp) AS session_start,
         max(last_timestamp) AS session_end,
         dateDiff('second', session_start, session_end) AS duration_s,
@@ -40,10 +41,11 @@ FROM
         sum(rageclick_count) AS rageclick_count,
         sum(exception_count) AS exception_count,
         sum(ai_generation_count) AS ai_generation_count,
-        sum(input_tokens) AS input_tokens,
-        sum(output_tokens) AS output_tokens,
-        sum(cost_usd) AS cost_usd,
-        argMinIf(entry_url, first_timestamp, entry_url != '') AS entry_url,
+        -- Saturating sums, as in fragments/session_counters.sql: never wrap round.
+        toUInt64(least(sum(toUInt128(input_tokens)), 18446744073709551615)) AS input_tokens,
+        toUInt64(least(sum(toUInt128(output_tokens)), 18446744073709551615)) AS output_tokens,
+        toDecimal128(least(sum(toDecimal256(cost_usd, 12)), toDecimal256('99999999999999999999999999.999999999999', 12)), 12) AS cost_usd,
+        toValidUTF8(replaceAll(argMinIf(entry_url, first_timestamp, entry_url != ''), '\0', '')) AS entry_url,
         max(max_inserted_at) AS max_inserted_at
     FROM session_counter_rollups FINAL
     WHERE team_id = {team_id:Int64}
@@ -55,6 +57,8 @@ FROM
 )
 WHERE session_end <= {window_end:DateTime64(6, 'UTC')}
   AND length(session_id) BETWEEN 1 AND 128
+  -- An id with NUL or invalid UTF-8 cannot be stored as Postgres text: never a candidate.
+  AND isValidUTF8(session_id) AND position(session_id, '\0') = 0
   AND (
       (
           (session_end, session_id) > ({watermark_end:DateTime64(6, 'UTC')}, {watermark_session_id:String})
@@ -70,5 +74,7 @@ WHERE session_end <= {window_end:DateTime64(6, 'UTC')}
   AND (
       -- @filter
   )
--- Write in blocks of 64k rows rather than buffering ~1M: lower peak memory, measured faster.
-SETTINGS min_insert_block_size_rows = 65536, min_insert_block_size_bytes = 16777216
+-- Bounded memory however many sessions a day has: the GROUP BY spills to disk
+-- past 20 MB, and rows are written in blocks of 8k rather than buffering ~1M.
+SETTINGS max_bytes_before_external_group_by = 20000000, max_block_size = 8192,
+    min_insert_block_size_rows = 8192, min_insert_block_size_bytes = 4194304

@@ -1,12 +1,16 @@
 -- The sampled candidates of one window in keyset order (session_end, session_id),
--- streamed in blocks so memory stays flat however many there are.
+-- read in the table's own order (no sort, no FINAL) and streamed in blocks, so
+-- memory stays flat however many there are. A retried window may have left an
+-- identical row beside each of its rows until they merge: the caller skips a
+-- row whose key equals the one before.
 SELECT
     team_id, session_id, distinct_id, session_start, session_end, duration_s,
     event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
     ai_generation_count, input_tokens, output_tokens, cost_usd, entry_url, late
-FROM scanner_candidates FINAL
+FROM scanner_candidates
 WHERE scanner_id = {scanner_id:String}
   AND day = {day:Date}
   AND window_as_of = {as_of:DateTime64(6, 'UTC')}
   AND sampled = 1
 ORDER BY session_end, session_id
+SETTINGS optimize_read_in_order = 1
