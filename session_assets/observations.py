@@ -6,6 +6,8 @@ apply the scanner, insert the observations with ON CONFLICT DO NOTHING, write
 the batch object (gzipped JSONL, deterministic key), record the batch row, give
 back unused quota, commit. A failure anywhere rolls the page back; the object,
 if written, is overwritten by the retry that takes the same batch number.
+Pages commit without waiting for the WAL flush; the walk flushes once at its
+end, before the sweep records its watermark.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
+from json.encoder import encode_basestring_ascii as _json_text  # C-accelerated json.dumps of a str
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,7 +27,7 @@ from psycopg_pool import ConnectionPool
 from session_assets import sql
 from session_assets.failpoints import failpoint
 from session_assets.resources import ObjectStoreResource
-from session_assets.scanners import COUNTER_COLUMNS, Scanner, SessionSummary, get_kind
+from session_assets.scanners import COUNTER_COLUMNS, Scanner, SessionSummary, Verdict, get_kind
 
 DEFAULT_MONTHLY_QUOTA = 1_000_000
 
@@ -99,23 +103,62 @@ def walk(
 ) -> WalkResult:
     """Write every page; stop at the first session the team's quota refuses.
 
-    The caller counts what was left (quota_skipped) as candidates - handled.
+    Verdicts, evidence and batch lines of the next page are computed on a helper
+    thread while this one waits on Postgres for the current page (psycopg and
+    zlib release the GIL). The caller counts what was left (quota_skipped) as
+    candidates - handled.
     """
     result = WalkResult()
-    for page in candidate_pages:
-        result.pages += 1
-        outcome = write_page(pool, object_store, scanner, day, as_of, page, default_quota)
-        result.observed += outcome.observed
-        result.deduplicated += outcome.deduplicated
-        result.handled += outcome.handled
-        if outcome.batch_key:
-            result.batch_keys.append(outcome.batch_key)
-        if outcome.last_handled is not None:
-            result.last_handled = outcome.last_handled
-        if outcome.refused:
-            result.finished = False
-            break
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-page") as helper:
+        upcoming = ((page, helper.submit(prepare_page, scanner, day, page)) for page in candidate_pages)
+        ahead = next(upcoming, None)
+        while ahead is not None:
+            page, prepared = ahead
+            ahead = next(upcoming, None)  # starts preparing the next page
+            result.pages += 1
+            outcome = write_page(pool, object_store, scanner, day, as_of, page, default_quota, prepared.result())
+            result.observed += outcome.observed
+            result.deduplicated += outcome.deduplicated
+            result.handled += outcome.handled
+            if outcome.batch_key:
+                result.batch_keys.append(outcome.batch_key)
+            if outcome.last_handled is not None:
+                result.last_handled = outcome.last_handled
+            if outcome.refused:
+                result.finished = False
+                break
+    if result.pages:
+        flush_commits(pool)
     return result
+
+
+def flush_commits(pool: ConnectionPool) -> None:
+    """Make every page committed so far durable (pages commit without waiting for the flush)."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute(sql.load("postgres/flush_commits.sql"))
+
+
+@dataclass(frozen=True)
+class PreparedPage:
+    """What a page's observations will say, computed before knowing which are new."""
+
+    verdicts: list[Verdict]
+    evidence: list[str]  # JSON text, sent as is and spliced into the batch lines
+    lines: list[str]  # each observation's batch line, up to its created_at
+
+
+def prepare_page(scanner: Scanner, day: date, page: list[dict[str, Any]]) -> PreparedPage:
+    kind = get_kind(scanner.kind)
+    rule = scanner.parsed_rule
+    verdicts = [kind.apply(summary(c), None, rule) for c in page]
+    evidence = [json.dumps(_evidence(c, v.evidence), default=_json_default, separators=(",", ":")) for c, v in zip(page, verdicts)]
+    head = f'{{"team_id":{scanner.team_id},"scanner_id":{_json_text(scanner.id)},"day":"{day.isoformat()}"'
+    lines = [
+        f'{head},"session_id":{_json_text(c["session_id"])},"verdict":{_json_text(v.verdict)},'
+        f'"score":{"null" if v.score is None else json.dumps(v.score)},"evidence":{e},"created_at":"'
+        for c, v, e in zip(page, verdicts, evidence)
+    ]
+    return PreparedPage(verdicts, evidence, lines)
 
 
 @dataclass(frozen=True)
@@ -136,31 +179,28 @@ def write_page(
     as_of: datetime,
     page: list[dict[str, Any]],
     default_quota: int = DEFAULT_MONTHLY_QUOTA,
+    prepared: PreparedPage | None = None,
 ) -> PageOutcome:
-    kind = get_kind(scanner.kind)
-    rule = scanner.parsed_rule
+    prepared = prepared or prepare_page(scanner, day, page)
     period = quota_period(as_of)
     team = {"team_id": scanner.team_id, "period": period}
     with pool.connection() as conn, conn.transaction():
+        conn.execute(sql.load("postgres/page_commit_async.sql"))
         conn.execute(sql.load("postgres/partition_lock.sql"), {"partition": f"{scanner.id}|{day.isoformat()}"})
         ids = [c["session_id"] for c in page]
         seen = {row[0] for row in conn.execute(sql.load("postgres/observations_existing.sql"), {"scanner_id": scanner.id, "session_ids": ids})}
-        new = [c for c in page if c["session_id"] not in seen]
+        new = [i for i, session_id in enumerate(ids) if session_id not in seen]
         granted = 0
         if new:
             conn.execute(sql.load("postgres/quota_ensure.sql"), {**team, "default_limit": default_quota})
             granted = conn.execute(sql.load("postgres/quota_reserve.sql"), {**team, "n": len(new)}).fetchone()[0]
             failpoint("after_quota_reserve")
         accepted, refused = new[:granted], new[granted:]
-        verdicts = [kind.apply(summary(c), None, rule) for c in accepted]
         key = None
-        inserted: list[tuple] = []
+        inserted = 0
         if accepted:
             seq = conn.execute(sql.load("postgres/batch_next_seq.sql"), {"scanner_id": scanner.id, "day": day}).fetchone()[0]
             key = batch_key(scanner.team_id, scanner.id, day, seq)
-            # Evidence is serialized once: sent as text (binary protocol, no escaping pass)
-            # and reused for the batch object.
-            evidence = [json.dumps(_evidence(c, v.evidence), default=_json_default, separators=(",", ":")) for c, v in zip(accepted, verdicts)]
             created = dict(
                 conn.execute(
                     sql.load("postgres/observations_insert.sql"),
@@ -169,23 +209,21 @@ def write_page(
                         "scanner_id": scanner.id,
                         "day": day,
                         "batch_key": key,
-                        "session_ids": [c["session_id"] for c in accepted],
-                        "verdicts": [v.verdict for v in verdicts],
-                        "scores": [v.score for v in verdicts],
-                        "evidence": evidence,
+                        "session_ids": [ids[i] for i in accepted],
+                        "verdicts": [prepared.verdicts[i].verdict for i in accepted],
+                        "scores": [prepared.verdicts[i].score for i in accepted],
+                        "evidence": [prepared.evidence[i] for i in accepted],
                     },
                 ).fetchall()
             )
-            inserted = [
-                (c["session_id"], v.verdict, v.score, e, created[c["session_id"]])
-                for c, v, e in zip(accepted, verdicts, evidence)
-                if c["session_id"] in created
-            ]
-            unused = granted - len(inserted)
+            lines = [f'{prepared.lines[i]}{created[ids[i]].isoformat()}"}}' for i in accepted if ids[i] in created]
+            inserted = len(lines)
+            unused = granted - inserted
             if unused:  # lost a race with another run for the same sessions
                 conn.execute(sql.load("postgres/quota_release.sql"), {**team, "n": unused})
-            if inserted:
-                body = _batch_body(scanner, day, inserted)
+            if lines:
+                # mtime=0: the same rows give the same bytes; level 6: most of the size, a third of the time.
+                body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6, mtime=0)
                 object_store.put(key, body)
                 failpoint("after_object_write")
                 conn.execute(
@@ -195,7 +233,7 @@ def write_page(
                         "day": day,
                         "seq": seq,
                         "object_key": key,
-                        "rows": len(inserted),
+                        "rows": inserted,
                         "bytes": len(body),
                         "sha256": hashlib.sha256(body).hexdigest(),
                     },
@@ -204,11 +242,11 @@ def write_page(
                 key = None
     failpoint("after_page_commit")
     # The walk may advance up to, not past, the first session quota refused.
-    handled = page[: page.index(refused[0])] if refused else page
+    handled = page[: refused[0]] if refused else page
     last = (handled[-1]["session_end"], handled[-1]["session_id"]) if handled else None
     return PageOutcome(
-        observed=len(inserted),
-        deduplicated=len(page) - len(new) + (len(accepted) - len(inserted)),
+        observed=inserted,
+        deduplicated=len(page) - len(new) + (len(accepted) - inserted),
         refused=len(refused),
         handled=len(handled),
         batch_key=key,
@@ -226,18 +264,6 @@ def _evidence(candidate: dict[str, Any], kind_evidence: dict[str, Any]) -> dict[
             "late": bool(candidate["late"]),
         },
     }
-
-
-def _batch_body(scanner: Scanner, day: date, rows: list[tuple]) -> bytes:
-    """JSONL, one observation a line; `evidence` is spliced in already serialized."""
-    head = f'{{"team_id":{scanner.team_id},"scanner_id":{json.dumps(scanner.id)},"day":"{day.isoformat()}"'
-    lines = [
-        f'{head},"session_id":{json.dumps(session_id)},"verdict":{json.dumps(verdict)},'
-        f'"score":{json.dumps(score)},"evidence":{evidence},"created_at":"{created_at.isoformat()}"}}'
-        for session_id, verdict, score, evidence, created_at in rows
-    ]
-    # mtime=0: the same rows give the same bytes; level 6: most of the size, a third of the time.
-    return gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=6, mtime=0)
 
 
 def _json_default(value: Any) -> Any:

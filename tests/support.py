@@ -289,3 +289,162 @@ def observed(postgres: Any, scanner_id: str) -> dict[str, dict[str, Any]]:
             (scanner_id,),
         ).fetchall()
     return {r[0]: {"verdict": r[1], "score": r[2], "evidence": r[3], "batch_key": r[4], "created_at": r[5], "day": r[6]} for r in rows}
+
+
+# --- faults and concurrency (tests/test_faults.py, tests/test_concurrency.py) ------------
+
+from dataclasses import dataclass  # noqa: E402 - helpers added below the existing ones
+
+FAULT_DAY = date(2026, 11, 20)
+FAULT_SCANNER_START = datetime(2026, 11, 20, tzinfo=UTC)
+# Two scanners of two teams; every session with a pageview qualifies.
+FAULT_SCANNERS = {"web": 1, "shop": 2}
+
+
+@dataclass(frozen=True)
+class GeneratedSession:
+    team_id: int
+    session_id: str
+    start: datetime
+    end: datetime
+    pageview: bool
+
+
+def generate_sessions(
+    count: int, first_end: datetime, last_end: datetime, seed: int, prefix: str = "s", teams: tuple[int, ...] = (1, 2)
+) -> list[GeneratedSession]:
+    """Seeded sessions ending uniformly in [first_end, last_end); 9 in 10 have a pageview."""
+    import random
+
+    rng = random.Random(seed)
+    span = int((last_end - first_end).total_seconds())
+    sessions = []
+    for n in range(count):
+        end = first_end + timedelta(seconds=rng.randrange(span))
+        start = end - timedelta(seconds=rng.randrange(1, 900))
+        session_id = f"{prefix}-{n:05d}-{rng.getrandbits(32):08x}"
+        sessions.append(GeneratedSession(teams[n % len(teams)], session_id, start, end, rng.random() < 0.9))
+    return sessions
+
+
+def session_events(sessions: Iterable[GeneratedSession]) -> list[dict[str, Any]]:
+    rows = []
+    for s in sessions:
+        first = "$pageview" if s.pageview else "$autocapture"
+        rows.append(event(first, s.start, s.session_id, team_id=s.team_id, properties={"$current_url": "https://x/"}))
+        rows.append(event("$autocapture", s.end, s.session_id, team_id=s.team_id))
+    return rows
+
+
+def fault_scanner_definitions(scanners: Mapping[str, int] = FAULT_SCANNERS) -> list[dict[str, Any]]:
+    return [
+        scanner_definition(
+            scanner_id,
+            team_id,
+            filter={"counters": {"pageview_count": {"gte": 1}}},
+            start_at=FAULT_SCANNER_START.isoformat(),
+        )
+        for scanner_id, team_id in scanners.items()
+    ]
+
+
+def expected_observation_keys(
+    sessions: Iterable[GeneratedSession], frontier: datetime, scanners: Mapping[str, int] = FAULT_SCANNERS
+) -> set[tuple[str, str]]:
+    """From the generated sessions alone: the (scanner, session) pairs an uninterrupted sweep
+    observes up to `frontier` (ended after the scanner start, at or before the frontier)."""
+    sessions = list(sessions)
+    return {
+        (scanner_id, s.session_id)
+        for scanner_id, team_id in scanners.items()
+        for s in sessions
+        if s.team_id == team_id and s.pageview and FAULT_SCANNER_START < s.end <= frontier
+    }
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What the stores hold after a run of ticks, read without the package's code."""
+
+    observations: dict[tuple[str, str], dict[str, Any]]
+    batch_rows: dict[str, int]  # object key -> rows it says it carries
+    batch_observations: dict[str, int]  # batch key -> observations that name it
+    objects: set[str]
+    quotas: dict[int, tuple[int, int]]  # team -> (limit, used)
+    observed_per_team: dict[int, int]
+    status: dict[str, Any]
+
+
+def store_state(postgres_url: str, objects: Iterable[str], status: dict[str, Any]) -> StoreState:
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT scanner_id, session_id, verdict, evidence FROM observations").fetchall()
+        batches = dict(conn.execute("SELECT object_key, rows FROM observation_batches").fetchall())
+        named = dict(conn.execute("SELECT batch_key, count(*) FROM observations GROUP BY batch_key").fetchall())
+        quotas = {t: (limit, used) for t, limit, used in conn.execute("SELECT team_id, observation_limit, used FROM team_quotas")}
+        per_team = dict(conn.execute("SELECT team_id, count(*) FROM observations GROUP BY team_id").fetchall())
+    return StoreState(
+        observations={(r[0], r[1]): {"verdict": r[2], "evidence": r[3]} for r in rows},
+        batch_rows=batches,
+        batch_observations=named,
+        objects=set(objects),
+        quotas=quotas,
+        observed_per_team=per_team,
+        status=status,
+    )
+
+
+def local_objects(folder: Path) -> set[str]:
+    """Every file under an objects folder (temporary files included: a crash must leave none)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def assert_store_state(
+    state: StoreState,
+    expected: set[tuple[str, str]],
+    frontier: datetime,
+    sessions: Iterable[GeneratedSession] = (),
+) -> None:
+    """What every run of ticks must end with, faults or not: the observations of an
+    uninterrupted run (one per (scanner, session); UNIQUE makes a second row impossible,
+    so a double count would show as an extra or a leaked quota), batch objects and
+    rows one-to-one, quota used = observations, watermarks at the frontier, nothing failed."""
+    assert set(state.observations) == expected
+    by_id = {s.session_id: s for s in sessions}
+    for (_, session_id), row in state.observations.items():
+        if session_id in by_id:
+            assert row["evidence"]["session"]["end"] == by_id[session_id].end.isoformat()
+            assert row["evidence"]["session"]["late"] is False
+    assert state.objects == set(state.batch_rows), "batch objects without rows, or rows without objects"
+    assert state.batch_rows == state.batch_observations
+    for team_id, (limit, used) in state.quotas.items():
+        assert used == state.observed_per_team.get(team_id, 0) <= limit, (team_id, limit, used)
+    for scanner in state.status["scanners"]:
+        assert scanner["failed"] == [], scanner
+        assert scanner["watermark_end"] == frontier.isoformat(), scanner  # no gap: the frontier is reached
+        assert scanner["frontier"] == frontier.isoformat(), scanner
+    assert all(not rollup["failed"] for rollup in state.status["rollups"]), state.status["rollups"]
+
+
+def postgres_instance(admin_url: str):
+    """A Dagster instance on a fresh Postgres database (SQLite storage locks under concurrent runs)."""
+    from session_assets import postgres
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.ensure_database(admin_url, name)
+    url = postgres.sqlalchemy_url(postgres.with_database(admin_url, name))
+    return dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}})
+
+
+def lock_waiters(conn: Any) -> int:
+    """Backends of this database waiting for a lock (a gate the test holds)."""
+    return conn.execute(
+        "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE NOT l.granted AND a.datname = current_database()"
+    ).fetchone()[0]
+
+
+def partition_gate(conn: Any, scanner_id: str, day: date) -> None:
+    """Take the advisory lock every page write of (scanner, day) takes first (sql/postgres/partition_lock.sql)."""
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"{scanner_id}|{day.isoformat()}",))

@@ -248,7 +248,7 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
         stack.add_scanner(scanner)
     model = oracle.Sweeps(history.events, history.scanners)
     rolled: set[date] = set()
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         for now in history.ticks:
             before = dict(model.partitions)
             report = execute_tick(stack.defs, instance, stack.pool, now)
@@ -310,6 +310,9 @@ import os
 if os.environ.get("NOSHRINK"):
     from hypothesis import Phase
     BUDGET["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]
+if os.environ.get("NEX"):
+    BUDGET["max_examples"] = int(os.environ["NEX"])
+    BUDGET["derandomize"] = False
 
 
 @settings(
