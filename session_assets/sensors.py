@@ -16,7 +16,7 @@ import dagster as dg
 import psutil
 from psycopg_pool import ConnectionPool
 
-from session_assets import sql, sweeps
+from session_assets import settings, sql, sweeps
 from session_assets.assets import scanner_sweep, session_counter_rollups
 from session_assets.assets.scanning import OBSERVATION_BATCHES
 from session_assets.partitions import daily_partitions_def, scanner_partitions_def
@@ -198,6 +198,11 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
     return in_flight, failures
 
 
+def retry_backoff() -> timedelta:
+    """The first retry delay of a failed partition (doubling after), from the environment."""
+    return timedelta(seconds=settings.seconds_setting(settings.RETRY_BACKOFF_VAR, int(sweeps.RETRY_BACKOFF_BASE.total_seconds())))
+
+
 def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.RunRequest]:
     requests = []
     for request in plan.requests:
@@ -223,13 +228,14 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.R
         "every enabled scanner's open or incomplete days, oldest first, at most 40 runs a tick; failed "
         "partitions are retried with fresh run keys and exponential backoff (5 min to 1 h)."
     ),
-    minimum_interval_seconds=300,
+    # 300 s; shorter in tests and demos that want to watch retries happen.
+    minimum_interval_seconds=settings.seconds_setting(settings.SWEEP_INTERVAL_VAR, 300),
     default_status=dg.DefaultSensorStatus.RUNNING,
     jobs=[rollups_job, sweep_job],
 )
 def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(timezone.utc)
-    plan = sweeps.plan_tick(read_tick_state(context.instance, postgres.pool(), now))
+    plan = sweeps.plan_tick(read_tick_state(context.instance, postgres.pool(), now), retry_backoff=retry_backoff())
     for key, why in sorted(plan.waiting.items()):
         context.log.debug(f"{key}: {why}")
     if plan.deferred:
@@ -254,7 +260,7 @@ def execute_tick(
     source: str = "cli",
 ) -> dict[str, Any]:
     """One tick computed exactly as the sensor does, its runs executed here, one after another."""
-    plan = sweeps.plan_tick(read_tick_state(instance, pool, now), only_scanner=only_scanner)
+    plan = sweeps.plan_tick(read_tick_state(instance, pool, now), only_scanner=only_scanner, retry_backoff=retry_backoff())
     if plan.add_scanner_partitions:
         instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)
     runs = []

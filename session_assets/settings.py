@@ -22,6 +22,8 @@ DAGSTER_POSTGRES_URL_VAR = "SESSION_ASSETS_DAGSTER_POSTGRES_URL"
 OBJECT_STORE_URL_VAR = "SESSION_ASSETS_OBJECT_STORE_URL"
 START_DATE_VAR = "SESSION_ASSETS_START_DATE"
 MAX_CONCURRENT_RUNS_VAR = "SESSION_ASSETS_MAX_CONCURRENT_RUNS"
+SWEEP_INTERVAL_VAR = "SESSION_ASSETS_SWEEP_INTERVAL_SECONDS"
+RETRY_BACKOFF_VAR = "SESSION_ASSETS_RETRY_BACKOFF_SECONDS"
 
 DEFAULT_START_DATE = "2024-01-01"
 
@@ -70,3 +72,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         object_store_url=env.get(OBJECT_STORE_URL_VAR) or f"file://{home / 'objects'}",
         start_date=start_date,
     )
+
+
+def seconds_setting(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    """A positive whole number of seconds from the environment (the sensor's cadence, its backoff)."""
+    env = os.environ if environ is None else environ
+    text = env.get(name) or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name}={text!r} is not a positive whole number of seconds")
+    return int(text)

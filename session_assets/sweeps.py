@@ -91,17 +91,24 @@ def scanner_days(scanner: ScannerState, now: datetime, start: date) -> list[date
     return [d for d in watched_days(now, start) if d >= scanner.start_at.date()]
 
 
-def backoff(failures: int) -> timedelta:
-    return min(RETRY_BACKOFF_CAP, RETRY_BACKOFF_BASE * (2 ** max(0, failures - 1)))
+def backoff(failures: int, base: timedelta = RETRY_BACKOFF_BASE) -> timedelta:
+    """Doubling from `base` per failure, capped at 12 x base (5 min -> 1 h by default)."""
+    cap = RETRY_BACKOFF_CAP * (base / RETRY_BACKOFF_BASE)
+    return min(cap, base * (2 ** max(0, failures - 1)))
 
 
-def _retry_ready(state: PartitionState, now: datetime) -> bool:
+def _retry_ready(state: PartitionState, now: datetime, base: timedelta) -> bool:
     if state.failures == 0 or state.last_failure_at is None:
         return True
-    return now >= state.last_failure_at + backoff(state.failures)
+    return now >= state.last_failure_at + backoff(state.failures, base)
 
 
-def plan_tick(state: TickState, max_requests: int = MAX_REQUESTS_PER_TICK, only_scanner: str | None = None) -> TickPlan:
+def plan_tick(
+    state: TickState,
+    max_requests: int = MAX_REQUESTS_PER_TICK,
+    only_scanner: str | None = None,
+    retry_backoff: timedelta = RETRY_BACKOFF_BASE,
+) -> TickPlan:
     now = state.now
     waiting: dict[str, str] = {}
     wanted: list[Request] = []
@@ -118,7 +125,7 @@ def plan_tick(state: TickState, max_requests: int = MAX_REQUESTS_PER_TICK, only_
             continue  # history nobody needs yet: backfilled by hand, not by the sensor
         if rollup.in_flight:
             waiting[day.isoformat()] = "run in flight"
-        elif not _retry_ready(rollup, now):
+        elif not _retry_ready(rollup, now, retry_backoff):
             waiting[day.isoformat()] = f"backing off after {rollup.failures} failure(s)"
         else:
             wanted.append(Request("rollups", day, None, rollup.failures, "open day"))
@@ -134,7 +141,7 @@ def plan_tick(state: TickState, max_requests: int = MAX_REQUESTS_PER_TICK, only_
             if sweep.in_flight:
                 waiting[key] = "run in flight"
                 continue
-            if not _retry_ready(sweep, now):
+            if not _retry_ready(sweep, now, retry_backoff):
                 waiting[key] = f"backing off after {sweep.failures} failure(s)"
                 continue
             reachable = _reachable_frontier(state, day, rolling)
