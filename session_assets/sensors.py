@@ -125,11 +125,13 @@ def _partition_states(
     states = {}
     for ident, key in keys.items():
         storage_id = latest_ids.get(key)
-        parsed = parsed_records.get(storage_id) if storage_id is not None else None
-        materialized_at = parsed["materialized_at"] if parsed else None
-        failed = [t for t in failures.get(key, []) if materialized_at is None or t > materialized_at]
+        parsed = dict(parsed_records.get(storage_id) or {}) if storage_id is not None else {}
+        # Failures are timed on the tick clock (as-of), so the success they follow must be too:
+        # with `sweep --now` in the past, the wall-clock materialization time is after every one.
+        succeeded = parsed.pop("succeeded_as_of", None) or parsed.get("materialized_at")
+        failed = [t for t in failures.get(key, []) if succeeded is None or t > succeeded]
         states[ident] = sweeps.PartitionState(
-            **(parsed or {}),
+            **parsed,
             in_flight=key in in_flight,
             failures=len(failed),
             last_failure_at=max(failed) if failed else None,
@@ -155,6 +157,7 @@ def _parse(record: Any) -> dict[str, Any]:
     frontier = meta.get("frontier")
     return {
         "materialized_at": datetime.fromtimestamp(record.timestamp, tz=timezone.utc),
+        "succeeded_as_of": metadata_time(meta.get("as_of") or meta.get("covered_until")),
         "complete": bool(meta.get("complete")),
         "covered_until": metadata_time(meta.get("covered_until")),
         "frontier": metadata_time(frontier) if isinstance(frontier, (int, float)) else None,

@@ -417,6 +417,7 @@ class Observation:
     score: float | None
     day: date  # the (scanner, day) partition that wrote it
     as_of: datetime
+    late: bool  # found behind the watermark, because its events arrived late
 
 
 class Sweeps:
@@ -491,7 +492,8 @@ class Sweeps:
             # §8: exactly one observation per (scanner, session): the first one stays.
             if (scanner.id, s.session_id) not in self.observations:
                 verdict, score = scanner.verdict(s)
-                self.observations[(scanner.id, s.session_id)] = Observation(verdict, score, day, as_of)
+                late = s.key <= watermark
+                self.observations[(scanner.id, s.session_id)] = Observation(verdict, score, day, as_of, late)
         # The new watermark never moves back: past every walked session, and (the whole window
         # having been handled) up to the frontier with an empty session id, which sorts first.
         new = max([watermark, (frontier, ""), *(s.key for s in walked)])

@@ -448,3 +448,83 @@ def lock_waiters(conn: Any) -> int:
 def partition_gate(conn: Any, scanner_id: str, day: date) -> None:
     """Take the advisory lock every page write of (scanner, day) takes first (sql/postgres/partition_lock.sql)."""
     conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"{scanner_id}|{day.isoformat()}",))
+
+
+# --- a running `session-assets dev` ----------------------------------------------
+
+class DevProcess:
+    """`session-assets dev` on free ports in its own home, for end-to-end tests."""
+
+    def __init__(self, home: Path, log_path: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+        import signal
+        import subprocess
+        import sys
+
+        from dagster_graphql import DagsterGraphQLClient
+
+        self.home, self.log_path = home, log_path
+        self.port = free_port()
+        self.env = {**cli_env(home), **(env or {})}
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "session_assets.cli", "dev", "--port", str(self.port), *args],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # A shell's background job ignores SIGINT and its children inherit that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=self.port, timeout=10)
+
+    def log_tail(self, n: int = 5000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def alive(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(f"dev exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        def ready():
+            self.alive()
+            try:
+                return self.client._execute("{ version }")  # noqa: SLF001 - the public client has no ping
+            except Exception:
+                return None
+
+        wait_until(ready, timeout_s, "the Dagster UI")
+
+    def runs(self, tag_key: str, tag_value: str) -> list[dict[str, Any]]:
+        """Runs with a tag, newest first; [] while the webserver is busy."""
+        query = """query { runsOrError(filter: {tags: [{key: %s, value: %s}]}) { __typename
+          ... on Runs { results { runId status startTime endTime tags { key value } } } } }""" % (
+            json.dumps(tag_key),
+            json.dumps(tag_value),
+        )
+        try:
+            result = self.client._execute(query)["runsOrError"]  # noqa: SLF001
+        except Exception:
+            return []
+        assert result["__typename"] == "Runs", result
+        return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in result["results"]]
+
+    def cli(self, *args: str, timeout_s: float = 600) -> Any:
+        import subprocess
+        import sys
+
+        return subprocess.run(
+            [sys.executable, "-m", "session_assets.cli", *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout_s,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._log.close()

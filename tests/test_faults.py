@@ -13,6 +13,7 @@ tick of the kill test use the `session-assets` executable itself.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pickle
@@ -25,31 +26,45 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlparse
 
 import dagster as dg
 import pandas as pd
+import pgserver
 import psycopg
 import pytest
 import yaml
+from dagster_aws.s3 import S3Resource
+from pgserver._commands import pg_ctl
 
 from session_assets import failpoints, postgres
 from session_assets.days import SETTLE
+from session_assets.definitions import build_definitions
+from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+from session_assets.sensors import execute_tick, status_report
 from tests.support import (
     FAULT_DAY,
     FAULT_SCANNERS,
     StoreState,
+    add_scanner,
     assert_store_state,
     at,
     cli_env,
     expected_observation_keys,
     expected_rollups,
     fault_scanner_definitions,
+    free_port,
     generate_sessions,
+    insert_rows,
     local_objects,
+    lock_waiters,
+    partition_gate,
     session_events,
     store_state,
+    wait_until,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -339,3 +354,308 @@ def test_twenty_kills_at_every_failpoint_end_where_uninterrupted_ticks_do(zygote
     call(zygote, home, "_dump_rollups", str(home.path / "rollups.pickle"))
     rollups = pickle.loads((home.path / "rollups.pickle").read_bytes())
     pd.testing.assert_frame_equal(rollups, expected_rollups(rows, final_tick))
+
+
+# --- 2. stores failing for a tick ---------------------------------------------------------------
+# In this process, on the session's chDB path (unless said otherwise): the sensor path,
+# `execute_tick`, with the resources of the code location pointed at the faulty store.
+
+
+def stack_resources(clickhouse: ClickHouseResource, postgres_url: str, object_store: ObjectStoreResource) -> dict:
+    return {"clickhouse": clickhouse, "postgres": PostgresResource(url=postgres_url), "object_store": object_store}
+
+
+def seed_stack(resources: dict, instance: dg.DagsterInstance, sessions: list, quotas: dict[int, int]) -> None:
+    insert_rows(resources["clickhouse"], session_events(sessions))
+    for definition in fault_scanner_definitions():
+        add_scanner(instance, resources["postgres"], **{**definition, "scanner_id": definition.pop("id")})
+    set_quotas(resources["postgres"].url, quotas)
+
+
+def tick(resources: dict, instance: dg.DagsterInstance, now: datetime) -> dict[str, Any]:
+    return execute_tick(build_definitions(resources), instance, resources["postgres"].pool(), now)
+
+
+def runs_by_partition(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {run["partition"]: run for run in report["runs"]}
+
+
+def stack_state(resources: dict, instance: dg.DagsterInstance, now: datetime, objects: set[str]) -> StoreState:
+    status = status_report(instance, resources["postgres"].pool(), now)
+    return store_state(resources["postgres"].url, objects, json.loads(json.dumps(status, default=str)))
+
+
+def exact_quotas(expected: set[tuple[str, str]]) -> dict[int, int]:
+    """Each team's limit = exactly what it should observe: a doubled reservation would refuse a session."""
+    quotas: dict[int, int] = {}
+    for scanner_id, _ in expected:
+        quotas[FAULT_SCANNERS[scanner_id]] = quotas.get(FAULT_SCANNERS[scanner_id], 0) + 1
+    return quotas
+
+
+def all_failed_naming(report: dict[str, Any], *needles: str) -> None:
+    assert report["runs"], report
+    for run in report["runs"]:
+        assert not run["success"], run
+        assert all(needle in run["error"] for needle in needles), run["error"]
+
+
+SHOP = f"{FAULT_DAY.isoformat()}|shop"
+WEB = f"{FAULT_DAY.isoformat()}|web"
+
+
+@pytest.mark.timeout(300)
+def test_postgres_restarted_mid_page_or_cut_off_for_a_run_then_the_next_tick_recovers(clickhouse_resource, tmp_path):
+    """The app's Postgres (a pgserver of this test's own) crash-restarts while a page
+    waits inside its transaction: the page rolls back whole and the run's own
+    retry finishes the work. Then its connection is cut in both attempts of a
+    run: that run fails with Postgres's message, writes no watermark, the other
+    scanner's run is unaffected, and the next tick recovers. The end state is
+    exact: quota limits equal to the expected counts leave no room for a double."""
+    sessions = generate_sessions(600, at("2026-11-20T00:05:00"), at("2026-11-20T04:00:00"), seed=11)
+    final = at("2026-11-20T02:50:00")
+    expected = expected_observation_keys(sessions, final - SETTLE)
+    server = pgserver.get_server(tmp_path / "pg")
+    try:
+        postgres.ensure_database(server.get_uri("postgres"), "app")
+        app_url = server.get_uri("app")
+        store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+        resources = stack_resources(clickhouse_resource, app_url, store)
+        with dg.instance_for_test() as instance:  # Dagster's own storage stays up: only the app's Postgres fails
+            seed_stack(resources, instance, sessions, exact_quotas(expected))
+            assert all(run["success"] for run in tick(resources, instance, at("2026-11-20T02:00:00"))["runs"])
+
+            # 1. Crash-restart while shop's first page waits at its partition lock.
+            done: dict[str, Any] = {}
+            with psycopg.connect(app_url, autocommit=True) as gate:
+                partition_gate(gate, "shop", FAULT_DAY)
+                ticking = threading.Thread(target=lambda: done.update(tick(resources, instance, at("2026-11-20T02:30:00"))))
+                ticking.start()
+                wait_until(lambda: lock_waiters(gate) == 1, 120, "shop's first page at its lock", interval_s=0.05)
+                pg_ctl(["-w", "-m", "immediate", "restart"], pgdata=server.pgdata, user=server.system_user)
+            ticking.join()
+            runs = runs_by_partition(done)
+            assert runs[SHOP]["success"] and runs[WEB]["success"], runs
+            (retried,) = instance.all_logs(runs[SHOP]["run_id"], of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+            assert "connection" in str(retried.dagster_event.event_specific_data.error), retried
+
+            # 2. Cut off in both attempts of shop's run (as a failover would): a failed run.
+            done.clear()
+            with psycopg.connect(app_url, autocommit=True) as gate:
+                partition_gate(gate, "shop", FAULT_DAY)
+                ticking = threading.Thread(target=lambda: done.update(tick(resources, instance, at("2026-11-20T02:40:00"))))
+                ticking.start()
+                cut: set[int] = set()
+                for _ in range(2):  # the first attempt, then the step's retry
+                    pid = wait_until(lambda: _waiting_pid(gate, cut), 120, "a shop page at its lock", interval_s=0.05)
+                    gate.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    cut.add(pid)
+                ticking.join()
+            runs = runs_by_partition(done)
+            assert not runs[SHOP]["success"] and runs[WEB]["success"], runs
+            assert "terminating connection due to administrator command" in runs[SHOP]["error"]
+            status = status_report(instance, resources["postgres"].pool(), at("2026-11-20T02:40:00"))
+            (shop,) = [s for s in status["scanners"] if s["id"] == "shop"]
+            assert shop["failed"] == [FAULT_DAY.isoformat()]
+            assert shop["watermark_end"] == (at("2026-11-20T02:30:00") - SETTLE).isoformat()  # none written
+
+            recovered = tick(resources, instance, final)  # 10 minutes on: past the 5-minute backoff
+            assert all(run["success"] for run in recovered["runs"]), recovered
+            state = stack_state(resources, instance, final, local_objects(tmp_path / "objects"))
+        assert_store_state(state, expected, final - SETTLE, sessions)
+    finally:
+        resources["postgres"].pool().close()
+        server.cleanup()
+
+
+def _waiting_pid(conn: Any, skip: set[int]) -> int | None:
+    rows = conn.execute(
+        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE NOT l.granted AND l.locktype = 'advisory' AND a.datname = current_database()"
+    ).fetchall()
+    pids = [pid for (pid,) in rows if pid not in skip]
+    return pids[0] if pids else None
+
+
+def test_clickhouse_unreachable_fails_the_runs_naming_it_and_the_next_tick_recovers(
+    clickhouse_resource, postgres_url, tmp_path
+):
+    sessions = generate_sessions(400, at("2026-11-20T00:05:00"), at("2026-11-20T04:00:00"), seed=12)
+    final = at("2026-11-20T02:40:00")
+    expected = expected_observation_keys(sessions, final - SETTLE)
+    store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+    resources = stack_resources(clickhouse_resource, postgres_url, store)
+    with dg.instance_for_test() as instance:
+        seed_stack(resources, instance, sessions, exact_quotas(expected))
+        assert all(run["success"] for run in tick(resources, instance, at("2026-11-20T02:00:00"))["runs"])
+        before = stack_state(resources, instance, at("2026-11-20T02:30:00"), local_objects(tmp_path / "objects"))
+
+        unreachable = f"http://127.0.0.1:{free_port()}"
+        broken = {**resources, "clickhouse": ClickHouseResource(url=unreachable, database=clickhouse_resource.database)}
+        report = tick(broken, instance, at("2026-11-20T02:30:00"))
+        all_failed_naming(report, f"ClickHouse at {unreachable} is unreachable")
+        assert {run["partition"] for run in report["runs"]} == {FAULT_DAY.isoformat(), SHOP, WEB}
+        after = stack_state(resources, instance, at("2026-11-20T02:30:00"), local_objects(tmp_path / "objects"))
+        assert after.observations == before.observations and after.objects == before.objects
+        for old, new in zip(before.status["scanners"], after.status["scanners"]):
+            assert new["watermark_end"] == old["watermark_end"] and new["failed"] == [FAULT_DAY.isoformat()]
+
+        recovered = tick(resources, instance, final)
+        assert all(run["success"] for run in recovered["runs"]), recovered
+        state = stack_state(resources, instance, final, local_objects(tmp_path / "objects"))
+    assert_store_state(state, expected, final - SETTLE, sessions)
+
+
+def test_the_command_line_names_an_unreachable_clickhouse_in_one_line_and_writes_nothing(
+    zygote, postgres_admin_url, tmp_path
+):
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    home = new_home(tmp_path / "home", postgres_admin_url, SESSION_ASSETS_CLICKHOUSE_URL=unreachable)
+    outcome = run_cli(zygote, home, "sweep", "--now", "2026-11-20T02:00:00Z")
+    assert outcome.exit == 1 and outcome.stdout == ""
+    (line,) = [line for line in outcome.stderr.splitlines() if "Warning" not in line and line.startswith("error")]
+    assert line.startswith(f"error: ClickHouse at {unreachable} is unreachable")
+    assert "Traceback" not in outcome.stderr
+    with home_instance(home) as instance:
+        assert instance.get_run_records() == []
+
+
+HOLD_CHDB = """
+import sys
+from session_assets import clickhouse
+clickhouse.get_client(sys.argv[1], "session_assets")
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_chdb_path_held_by_another_process_fails_runs_naming_it_then_the_next_tick_recovers(
+    zygote, postgres_admin_url, tmp_path
+):
+    """Another process holds the home's chDB path: a tick's runs fail after the
+    lock wait with a message naming that process; once it exits, the next tick
+    (its own process, as `session-assets sweep` runs) recovers everything."""
+    sessions = generate_sessions(400, at("2026-11-20T00:05:00"), at("2026-11-20T04:00:00"), seed=13)
+    final = at("2026-11-20T02:40:00")
+    expected = expected_observation_keys(sessions, final - SETTLE)
+    home = new_home(tmp_path / "home", postgres_admin_url)
+    seed_home(zygote, home, session_events(sessions), exact_quotas(expected))
+    first = run_cli(zygote, home, "sweep", "--now", "2026-11-20T02:00:00Z")
+    assert first.exit == 0 and all(run["success"] for run in first.report["runs"]), first.stderr[-3000:]
+
+    chdb_url = f"chdb://{home.path / 'clickhouse'}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_CHDB, chdb_url], cwd=REPO, env=home.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        resources = {
+            # The sensor path in this process; it gives up on the lock after 1 s instead of 120.
+            "clickhouse": ClickHouseResource(url=chdb_url, lock_timeout_seconds=1),
+            "postgres": PostgresResource(url=home.app_url),
+            "object_store": ObjectStoreResource(url=f"file://{home.objects}", s3=S3Resource()),
+        }
+        with home_instance(home) as instance:
+            report = tick(resources, instance, at("2026-11-20T02:30:00"))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    all_failed_naming(report, f"is held by pid {holder.pid}", "chDB allows one process per data path")
+    assert {run["partition"] for run in report["runs"]} == {FAULT_DAY.isoformat(), SHOP, WEB}
+
+    recovered = run_cli(zygote, home, "sweep", "--now", final.isoformat())
+    assert recovered.exit == 0 and all(run["success"] for run in recovered.report["runs"]), recovered.stdout
+    assert_store_state(home_state(zygote, home, final), expected, final - SETTLE, sessions)
+
+
+class FaultyS3:
+    """A loopback HTTP proxy in front of the S3 server: forwards every request, but
+    answers 500 InternalError to every PUT while `failing` is set."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlparse(upstream)
+        self.failing = threading.Event()
+        self.refused = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "PUT" and proxy.failing.is_set():
+                    proxy.refused += 1
+                    error = b"<Error><Code>InternalError</Code><Message>injected by the test proxy</Message></Error>"
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                hop = {"connection", "keep-alive", "transfer-encoding", "expect", "content-length"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                finally:
+                    upstream.close()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in hop:
+                        self.send_header(key, value)
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultyS3:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_s3_refusing_puts_for_a_tick_fails_the_sweeps_and_the_next_tick_recovers(
+    clickhouse_resource, postgres_url, s3_endpoint, s3_bucket
+):
+    sessions = generate_sessions(400, at("2026-11-20T00:05:00"), at("2026-11-20T04:00:00"), seed=14)
+    final = at("2026-11-20T02:40:00")
+    expected = expected_observation_keys(sessions, final - SETTLE)
+    with FaultyS3(s3_endpoint) as proxy, dg.instance_for_test() as instance:
+        s3 = S3Resource(endpoint_url=proxy.url, region_name="us-east-1", max_attempts=2)
+        store = ObjectStoreResource(url=f"s3://{s3_bucket}/prefix", s3=s3)
+        resources = stack_resources(clickhouse_resource, postgres_url, store)
+        seed_stack(resources, instance, sessions, exact_quotas(expected))
+        assert all(run["success"] for run in tick(resources, instance, at("2026-11-20T02:00:00"))["runs"])
+        before = stack_state(resources, instance, at("2026-11-20T02:30:00"), set(store.list_keys()))
+
+        proxy.failing.set()
+        report = runs_by_partition(tick(resources, instance, at("2026-11-20T02:30:00")))
+        proxy.failing.clear()
+        assert report[FAULT_DAY.isoformat()]["success"]  # rollups never touch S3
+        for key in (SHOP, WEB):
+            assert not report[key]["success"] and "InternalError" in report[key]["error"], report[key]
+            assert "PutObject" in report[key]["error"]
+        assert proxy.refused >= 4  # two attempts of two runs, each retried by boto3
+        after = stack_state(resources, instance, at("2026-11-20T02:30:00"), set(store.list_keys()))
+        assert after.observations == before.observations and after.quotas == before.quotas  # pages rolled back
+        assert after.objects == before.objects
+
+        recovered = tick(resources, instance, final)
+        assert all(run["success"] for run in recovered["runs"]), recovered
+        state = stack_state(resources, instance, final, set(store.list_keys()))
+    assert_store_state(state, expected, final - SETTLE, sessions)

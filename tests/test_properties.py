@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from session_assets.definitions import build_definitions
@@ -116,7 +116,7 @@ def histories(draw) -> "History":
             oracle.Scanner(
                 id=f"scan-{n}",
                 team_id=draw(st.sampled_from(TEAMS)),
-                start_at=T0 + timedelta(seconds=draw(st.integers(0, 40 * 3600))),
+                start_at=T0 + timedelta(seconds=draw(st.integers(0, 60 * 3600))),
                 filter=draw(st.sampled_from(FILTERS)),
                 sample_rate=draw(st.sampled_from(RATES)),
                 kind=kind,
@@ -189,10 +189,12 @@ class Stack:
         }
         scanner_store.save(self.pool, parse_scanner(definition, source="property test"))
 
-    def observations(self) -> dict[tuple[str, str], tuple[str, float | None, date]]:
+    def observations(self) -> dict[tuple[str, str], tuple[str, float | None, date, bool]]:
         with self.pool.connection() as conn:
-            rows = conn.execute("SELECT scanner_id, session_id, verdict, score, day FROM observations").fetchall()
-        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+            rows = conn.execute(
+                "SELECT scanner_id, session_id, verdict, score, day, (evidence->'session'->>'late')::boolean FROM observations"
+            ).fetchall()
+        return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
     def duplicates(self) -> list[tuple]:
         with self.pool.connection() as conn:
@@ -237,8 +239,8 @@ def assert_rollups_match(actual: dict, expected: dict, days: set[date] | None, w
         assert row["entry_url"] in want["entry_urls"], f"{what}: entry_url of {key}"
 
 
-def expected_observations(model: oracle.Sweeps) -> dict[tuple[str, str], tuple[str, float | None, date]]:
-    return {key: (o.verdict, o.score, o.day) for key, o in model.observations.items()}
+def expected_observations(model: oracle.Sweeps) -> dict[tuple[str, str], tuple[str, float | None, date, bool]]:
+    return {key: (o.verdict, o.score, o.day, o.late) for key, o in model.observations.items()}
 
 
 def run_history(history: History, chdb_url: str, postgres: PostgresResource, folder: Path) -> None:
@@ -278,6 +280,11 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
             assert stack.duplicates() == []
 
     final = history.ticks[-1]
+    for o in model.observations.values():
+        event("observed late" if o.late else "observed")
+    for s in oracle.sessions(history.events, final):
+        if s.end - s.start > oracle.LOOKBACK:
+            event("session longer than the lookback")
     # Nothing lost: after the last tick (every day settled, every event inserted), every
     # session the SPEC makes eligible without any walk subtleties has been observed.
     observed = stack.observations()

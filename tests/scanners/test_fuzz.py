@@ -1,0 +1,535 @@
+"""Fuzzing scanner definitions, their YAML and the filter compiler (SPEC §7, §13).
+
+Whatever a scanner file holds, loading it either gives valid scanners or raises
+`ScannerError` whose problems each name a field path on one line; nothing else
+escapes. Every valid scanner round-trips through its stored form, compiles to
+SQL whose text holds no string literal and depends only on the filter's shape
+(values travel as bound parameters), and that SQL runs on a real chDB. A string
+in any value position is matched literally.
+
+The default run is bounded (derandomized, a few hundred cheap examples and a few
+dozen database ones); `pytest --slow` loads the hypothesis "slow" profile from
+tests/conftest.py for many more. Inputs the package still mishandles are kept
+out of the properties by name (see KNOWN GAPS at the end) and each one has a
+strict xfail reproducer there, so fixing one turns its reproducer into a failure
+that asks for the marker and the exclusion to go.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tracemalloc
+import uuid
+from collections.abc import Mapping
+from datetime import timezone
+from itertools import count
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from session_assets.resources import ClickHouseResource
+from session_assets.scanners import (
+    COUNTER_COLUMNS,
+    CompiledFilter,
+    Scanner,
+    ScannerError,
+    ScannerFilter,
+    compile_filter,
+    load_scanners,
+    parse_scanner,
+)
+from session_assets.scanners.errors import format_path
+from session_assets.scanners.model import EventFilter, PropertyFilter
+from tests.scanners.test_filters import (
+    NASTY,
+    T,
+    SESSION_COLUMNS,
+    SESSIONS_DDL,
+    _position_filter,
+    _seed_position,
+    matching,
+    session,
+)
+from tests.support import event, insert_rows
+
+SLOW = settings.get_current_profile_name() == "slow"
+
+
+def budget(examples: int) -> settings:
+    """`examples` derandomized in the default run; the loaded profile's count under --slow."""
+    extra: dict[str, Any] = {} if SLOW else {"max_examples": examples, "derandomize": True}
+    return settings(
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+        **extra,
+    )
+
+
+# --- strategies ------------------------------------------------------------------
+
+INJECTIONS = [
+    *NASTY,
+    "'); DROP TABLE events; --",
+    "{team_id:Int64}",
+    "{events_table:Identifier}",
+    "{f_0:String}",
+    "' OR team_id != 0 OR '",
+    "\\",
+    "\\'",
+    "'\\",
+    "\\x00",
+    "a\x00b",
+    "\x00",
+    "*/ /*",
+    "\r\n",
+    "\u2028line",
+    "\ufeffbom",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "%_",
+    "NULL",
+    "nan",
+]
+TEXT = st.one_of(
+    st.sampled_from(INJECTIONS),
+    st.text(max_size=30),
+    st.builds(lambda a, b, c: a + b + c, st.text(max_size=6), st.sampled_from(INJECTIONS), st.text(max_size=6)),
+)
+NAME = TEXT.filter(lambda s: 1 <= len(s) <= 200)  # event names, keys, distinct ids
+VALUE = TEXT.filter(lambda s: 1 <= len(s) <= 1000)  # icontains values
+
+FIELDS = sorted(
+    {*Scanner.model_fields, *ScannerFilter.model_fields, *EventFilter.model_fields, *PropertyFilter.model_fields}
+    | {"gte", "gt", "lte", "lt", "eq", "score", "flag_at", "max_cost_usd", "max_total_tokens", *COUNTER_COLUMNS}
+)
+# Known gap 5: integers beyond float range pass validation and crash the compiler.
+FLOAT_INT_MAX = 2**1023
+NUMBER = st.one_of(
+    st.integers(min_value=-FLOAT_INT_MAX, max_value=FLOAT_INT_MAX),
+    st.sampled_from([0, 1, -1, 2**63 - 1, 2**63, 2**64, -(2**63), 10**26, 10**26 - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+SCALAR = st.one_of(st.none(), st.booleans(), NUMBER, TEXT, st.sampled_from(FIELDS), st.dates(), st.datetimes())
+KEY = st.one_of(st.sampled_from(FIELDS), TEXT, st.integers(-3, 3))
+ANY_VALUE = st.recursive(
+    SCALAR,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(KEY, inner, max_size=4)),
+    max_leaves=12,
+)
+OPS = ("gte", "gt", "lte", "lt", "eq")
+KINDS_RULES = [("match", {}), ("threshold", {"score": "exception_count * 2 + rageclick_count", "flag_at": 3}),
+               ("ai_cost", {"max_cost_usd": 1, "max_total_tokens": 100})]  # fmt: skip
+
+# Regexes: the user's text escaped (a literal search), or constructs RE2 shares with Python.
+RE2_SAFE = ["^a", "a$", "a|b", "[a-z]+", "(?i)checkout", r"\d{2,4}", "a{,3}", "(?P<n>a)", "[[:alpha:]]", r"\bword\b",
+            "(?s).", r"\x41", ".*", "(?:a|)"]  # fmt: skip
+REGEX = st.one_of(VALUE.map(re.escape).filter(lambda s: len(s) <= 1000), st.sampled_from(RE2_SAFE))
+
+PROPERTY = st.one_of(
+    st.fixed_dictionaries({"key": NAME, "op": st.sampled_from(["is_set", "is_not_set"])}),
+    st.fixed_dictionaries(
+        {"key": NAME, "op": st.just("exact"),
+         "value": st.one_of(VALUE, st.booleans(), st.integers(-FLOAT_INT_MAX, FLOAT_INT_MAX),
+                            st.floats(allow_nan=False, allow_infinity=False))}
+    ),
+    st.fixed_dictionaries({"key": NAME, "op": st.just("icontains"), "value": VALUE}),
+    st.fixed_dictionaries({"key": NAME, "op": st.just("regex"), "value": REGEX}),
+)  # fmt: skip
+COUNTER_OPS = st.fixed_dictionaries(
+    {}, optional={op: st.one_of(st.integers(0, FLOAT_INT_MAX), st.floats(0, 1e308)) for op in OPS}
+).filter(bool)
+COST_OPS = st.fixed_dictionaries(
+    {}, optional={op: st.one_of(st.integers(0, 10**26 - 1), st.floats(0, 9.9e25)) for op in OPS}
+).filter(bool)
+VALID_FILTER = st.fixed_dictionaries(
+    {},
+    optional={
+        "min_duration_seconds": st.one_of(st.integers(0, 10**6), st.floats(0, 1e6)),
+        "max_duration_seconds": st.one_of(st.integers(10**6, FLOAT_INT_MAX), st.floats(1e6, 1e308)),
+        "counters": st.dictionaries(
+            st.sampled_from([c for c in COUNTER_COLUMNS if c != "cost_usd"]), COUNTER_OPS, max_size=3
+        ).flatmap(lambda ops: st.builds(lambda cost: {**ops, **cost}, st.dictionaries(st.just("cost_usd"), COST_OPS, max_size=1))),
+        "events": st.lists(
+            st.fixed_dictionaries({"event": NAME}, optional={"properties": st.lists(PROPERTY, max_size=3)}), max_size=3
+        ),
+        "distinct_ids": st.lists(NAME, min_size=1, max_size=4),
+    },
+)  # fmt: skip
+
+
+@st.composite
+def scanner_documents(draw: st.DrawFn) -> Any:
+    """Near-valid scanners with a few fields broken, or anything at all."""
+    kind, rule = draw(st.sampled_from(KINDS_RULES))
+    doc: dict[Any, Any] = {"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": kind, "rule": dict(rule)}
+    if draw(st.booleans()):
+        doc["filter"] = draw(VALID_FILTER)
+    for _ in range(draw(st.integers(0, 3))):
+        _mutate(draw, doc)
+    return draw(st.one_of(st.just(doc), st.just(doc), ANY_VALUE))
+
+
+def _mutate(draw: st.DrawFn, doc: dict[Any, Any]) -> None:
+    """Set, add or delete one key somewhere inside `doc`."""
+    containers: list[Any] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, (dict, list)) and not (isinstance(value, list) and not value):
+            containers.append(value)
+            for child in value.values() if isinstance(value, dict) else value:
+                walk(child)
+
+    walk(doc)
+    target = draw(st.sampled_from(containers))
+    if isinstance(target, list):
+        target[draw(st.integers(0, len(target) - 1))] = draw(ANY_VALUE)
+        return
+    action = draw(st.sampled_from(["set", "add", "delete"]))
+    if action == "delete" and target:
+        del target[draw(st.sampled_from(sorted(target, key=repr)))]
+    elif action == "set" and target:
+        target[draw(st.sampled_from(sorted(target, key=repr)))] = draw(ANY_VALUE)
+    else:
+        target[draw(KEY)] = draw(ANY_VALUE)
+
+
+# --- checks ---------------------------------------------------------------------
+
+LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# Parameters the compiled expression may use that its caller binds (filters.py docstring).
+CALLER_PARAMS = {"events_db", "events_table", "team_id", "window_start", "window_end", "as_of"}
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^{}]*\}")
+
+
+def _keys(value: Any) -> list[Any]:
+    """Every mapping key anywhere inside `value`."""
+    if isinstance(value, Mapping):
+        return [*value, *(k for child in value.values() for k in _keys(child))]
+    if isinstance(value, (list, tuple)):
+        return [k for child in value for k in _keys(child)]
+    return []
+
+
+def check_error(error: ScannerError, doc: Any, *, under: str = "") -> None:
+    """Each problem names a path into the document (or the document), on one line."""
+    assert error.problems and str(error)
+    roots = {format_path([key]) for key in doc} | set(Scanner.model_fields) if isinstance(doc, Mapping) else set()
+    if roots and "rule" not in doc and doc.get("kind") in ("threshold", "ai_cost"):
+        # Known gap 7: a missing rule is reported without its "rule." prefix.
+        roots |= {"", "score", "flag_at", "max_cost_usd", "max_total_tokens"}
+    # Known gap 3: a key holding a line break is shown as it is, breaking the line.
+    one_line = not any(isinstance(k, str) and LINE_BREAKS.search(k) for k in _keys(doc))
+    for problem in error.problems:
+        assert problem.message.strip(), problem
+        if one_line:
+            assert len(problem.render().splitlines()) == 1, problem.render()
+        if roots:
+            path = problem.path.removeprefix(under)
+            assert any(path == r or path.startswith((r + ".", r + "[")) for r in roots), (problem.path, sorted(roots, key=str))
+
+
+def strings_of(scanner_filter: ScannerFilter) -> list[str]:
+    """Every string the user wrote into a filter."""
+    out = [e.event for e in scanner_filter.events] + list(scanner_filter.distinct_ids or ())
+    for e in scanner_filter.events:
+        out += [p.key for p in e.properties] + [p.value for p in e.properties if isinstance(p.value, str)]
+    return out
+
+
+def benign(scanner_filter: ScannerFilter) -> ScannerFilter:
+    """The same filter with every user string replaced by "v": same shape, other values."""
+    dumped = scanner_filter.model_dump(mode="json", exclude_none=True)
+    for e in dumped.get("events", []):
+        e["event"] = "v"
+        for p in e.get("properties", []):
+            p["key"] = "v"
+            if isinstance(p.get("value"), str):
+                p["value"] = "v"
+    if "distinct_ids" in dumped:
+        dumped["distinct_ids"] = ["v"] * len(dumped["distinct_ids"])
+    return ScannerFilter.model_validate(dumped)
+
+
+def check_sql(scanner_filter: ScannerFilter, compiled: CompiledFilter) -> None:
+    """User strings are only bound parameters; the text holds no literal and is the shape's alone."""
+    shape_sql = compile_filter(benign(scanner_filter)).sql
+    bound = [x for v in compiled.params.values() for x in (v if isinstance(v, list) else [v])]
+    for text in strings_of(scanner_filter):
+        assert text in bound, text
+        # A string may only be in the text as part of the compiler's own words ("e" is in SELECT).
+        assert text not in compiled.sql or text in shape_sql, text
+    assert compiled.sql == shape_sql
+    names = PLACEHOLDER.findall(compiled.sql)
+    assert set(names) == set(compiled.params) | (set(names) & CALLER_PARAMS)
+    bare = PLACEHOLDER.sub("?", compiled.sql)
+    assert not re.search(r"['\"\\;#]|--|/\*", bare), bare
+
+
+def check_valid(scanner: Scanner) -> CompiledFilter:
+    record = scanner.to_record()
+    stored = {**record, "filter": json.dumps(record["filter"]), "rule": json.dumps(record["rule"])}
+    assert Scanner.from_record(stored) == scanner
+    compiled = compile_filter(scanner.filter)
+    check_sql(scanner.filter, compiled)
+    return compiled
+
+
+# --- without a database ---------------------------------------------------------------
+
+
+@budget(400)
+@given(doc=scanner_documents())
+def test_any_mapping_validates_or_names_the_field(doc):
+    try:
+        scanner = parse_scanner(doc)
+    except ScannerError as error:
+        check_error(error, doc)
+    else:
+        check_valid(scanner)
+    if isinstance(doc, Mapping) and isinstance(doc.get("filter"), Mapping):
+        try:
+            compiled = compile_filter(doc["filter"])
+        except ScannerError as error:
+            check_error(error, doc["filter"], under="filter.")
+        else:
+            assert isinstance(compiled, CompiledFilter)
+
+
+@budget(200)
+@given(doc=scanner_documents(), unicode=st.booleans(), as_list=st.booleans())
+def test_yaml_of_any_document_loads_like_the_mapping(doc, unicode, as_list):
+    text = yaml.safe_dump([doc] if as_list else doc, allow_unicode=unicode)
+    try:
+        direct: Any = parse_scanner(doc)
+    except ScannerError as error:
+        direct = error
+    try:
+        loaded: Any = load_scanners(text + "\n")
+    except ScannerError as error:
+        loaded = error
+    if isinstance(doc, Mapping) or as_list:
+        if isinstance(direct, Scanner):
+            assert loaded == [direct]
+        else:
+            assert isinstance(loaded, ScannerError), loaded
+            assert [(p.path, p.message) for p in loaded.problems] == [(p.path, p.message) for p in direct.problems]
+    elif doc is None:
+        assert loaded == []  # an empty document defines no scanners
+    elif isinstance(doc, list):
+        # A bare list is a list of scanners: it loads when every item is a valid scanner, ids unique.
+        parsed = [_parsed(item) for item in doc]
+        ok = all(parsed) and len({scanner.id for scanner in parsed}) == len(parsed)
+        assert loaded == parsed if ok else isinstance(loaded, ScannerError)
+    else:
+        assert isinstance(loaded, ScannerError) and "expected a scanner mapping or a list" in str(loaded)
+
+
+def _parsed(item: Any) -> Scanner | None:
+    try:
+        return parse_scanner(item)
+    except ScannerError:
+        return None
+
+
+YAML_SOUP = st.lists(
+    st.one_of(
+        st.sampled_from(["id: x\n", "team_id: 1\n", "name: n\n", "kind: match\n", "filter:\n", "  counters:\n",
+                         "    event_count: {gte: 1}\n", "- ", ": ", "? ", "&a ", "*a ", "!!python/object:os.system ",
+                         "!!binary ", "{", "}", "[", "]", "'", '"', "|\n", ">\n", "\t", "  ", "#", "%YAML 1.1\n",
+                         "---\n", "...\n", "<<: *a\n", "id: x\nid: y\n", "\x00", "\ufeff", "9" * 400, ".nan", "-.inf",
+                         "0x10", "0o17", "1_000", "2024-01-01", "~", "null", "yes", "on"]),
+        TEXT,
+    ),
+    max_size=25,
+).map("".join)  # fmt: skip
+
+
+@budget(300)
+@given(text=YAML_SOUP)
+def test_any_yaml_text_loads_or_raises_scanner_error(text):
+    try:
+        scanners = load_scanners(text + "\n")
+    except ScannerError as error:
+        assert error.problems and str(error)
+    else:
+        for scanner in scanners:
+            check_valid(scanner)
+
+
+# --- against chDB -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_clickhouse(chdb_url: str) -> ClickHouseResource:
+    """One database for the module's database examples: `sessions_t` and events seeded once."""
+    resource = ClickHouseResource(url=chdb_url, database=f"t_fuzz_{uuid.uuid4().hex[:8]}")
+    resource.client().command(SESSIONS_DDL)
+    return resource
+
+
+_ids = count()
+
+
+def insert_sessions(resource: ClickHouseResource, sessions: list[dict[str, Any]]) -> None:
+    rows = [[row[name] for name in SESSION_COLUMNS] for row in sessions]
+    resource.client().insert("sessions_t", rows, column_names=SESSION_COLUMNS)
+
+
+@budget(40)
+@given(filter_spec=VALID_FILTER)
+def test_every_valid_filter_compiles_to_sql_that_runs(fuzz_clickhouse, filter_spec):
+    try:
+        scanner = parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match", "filter": filter_spec})
+    except ScannerError as error:
+        check_error(error, {"filter": filter_spec})
+        return
+    compiled = check_valid(scanner)
+    # Rows every part of the filter reads, so that each function (JSON, match, ...) really runs.
+    sid = f"run-{next(_ids)}"
+    distinct_id = scanner.filter.distinct_ids[0] if scanner.filter.distinct_ids else "user-1"
+    insert_sessions(fuzz_clickhouse, [session(sid, distinct_id=distinct_id)])
+    rows = [event(e.event, T, sid, properties=dict(_sample(p) for p in e.properties if p.op != "is_not_set"))
+            for e in scanner.filter.events]  # fmt: skip
+    if rows:
+        insert_rows(fuzz_clickhouse, rows)
+    matching(fuzz_clickhouse, compiled)  # it runs; which sessions match is test_filters.py's business
+
+
+def _sample(prop: PropertyFilter) -> tuple[str, Any]:
+    """A property value `prop` is evaluated against."""
+    return prop.key, "a matching text?" if prop.op in ("regex", "is_set") else prop.value
+
+
+POSITIONS = ["event", "key", "key_exact", "exact", "icontains", "regex", "distinct_id"]
+
+
+@budget(60)
+@given(position=st.sampled_from(POSITIONS), value=TEXT.filter(lambda s: 1 <= len(s) <= 190))
+def test_any_string_in_any_value_position_is_matched_literally(fuzz_clickhouse, position, value):
+    index = next(_ids)
+    sessions, events = _seed_position(position, index, value)
+    insert_sessions(fuzz_clickhouse, sessions)
+    if events:
+        insert_rows(fuzz_clickhouse, events)
+    scanner = parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match",
+                             "filter": _position_filter(position, value)})  # fmt: skip
+    compiled = check_valid(scanner)
+    got = {sid for _, sid in matching(fuzz_clickhouse, compiled)}
+    assert f"hit-{index}" in got and f"miss-{index}" not in got, (position, value)
+
+
+# --- KNOWN GAPS: inputs the package accepts at load and then mishandles ---------------------
+# Each is kept out of the properties above (named there) and reproduced here as a strict xfail.
+
+RE2_REJECTS = ["a++", "a*+", r"\u0041", r"\U00000041", r"\N{LATIN SMALL LETTER A}", r"\Z", "(?x) a", r"(?a)\w",
+               "(?u)a", "a{1001}", "(a{1000}){1000}", r"[\b]"]  # fmt: skip
+
+
+@pytest.mark.xfail(strict=True, reason="known gap 1: Python re accepts it at load, ClickHouse's RE2 refuses it in every sweep")
+@pytest.mark.parametrize("pattern", RE2_REJECTS)
+def test_gap_regex_accepted_at_load_but_refused_by_re2(fuzz_clickhouse, pattern):
+    spec = {"events": [{"event": "e", "properties": [{"key": "k", "op": "regex", "value": pattern}]}]}
+    try:
+        scanner = parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match", "filter": spec})
+    except ScannerError as error:
+        assert error.problems[0].path == "filter.events[0].properties[0].value"
+        return
+    sid = f"re2-{next(_ids)}"
+    insert_sessions(fuzz_clickhouse, [session(sid)])
+    insert_rows(fuzz_clickhouse, [event("e", T, sid, properties={"k": "abc"})])
+    matching(fuzz_clickhouse, compile_filter(scanner.filter))
+
+
+@pytest.mark.xfail(strict=True, reason="known gap 2: a YAML alias bomb makes the error message repr() the whole expansion")
+def test_gap_yaml_alias_bomb_is_reported_cheaply():
+    lines = ['l0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 6)]
+    text = "\n".join(["id: bomb", "name: n", "kind: match", "team_id: *a5", *lines]) + "\n"  # 9**6 leaves
+    tracemalloc.start()
+    try:
+        with pytest.raises(ScannerError, match="team_id: Input should be a valid integer"):
+            load_scanners(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # a 300-byte file; 9 more levels of it would need terabytes
+
+
+@pytest.mark.xfail(strict=True, reason="known gap 3: a key with a line break is printed raw, breaking one-line-per-problem")
+def test_gap_unknown_key_with_a_line_break_stays_on_one_line():
+    doc = {"id": "fuzz", "team_id": 1, "name": "n", "kind": "match", "filter": {"colour\nred": 1}}
+    with pytest.raises(ScannerError) as raised:
+        parse_scanner(doc)
+    assert all(len(p.render().splitlines()) == 1 for p in raised.value.problems)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap 7: a missing rule is reported as 'score: ...', not 'rule.score: ...'")
+@pytest.mark.parametrize("kind", ["threshold", "ai_cost"])
+def test_gap_missing_rule_names_the_rule(kind):
+    with pytest.raises(ScannerError) as raised:
+        parse_scanner({"id": "fuzz", "team_id": 1, "name": "n", "kind": kind})
+    assert all(p.path == "rule" or p.path.startswith("rule.") for p in raised.value.problems), str(raised.value)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap 5: an integer beyond float range validates, then compile_filter overflows")
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"counters": {"event_count": {"gte": 10**400}}},
+        {"min_duration_seconds": 2**1024},
+        {"events": [{"event": "e", "properties": [{"key": "k", "op": "exact", "value": -(10**400)}]}]},
+    ],
+    ids=["counter", "duration", "exact"],
+)
+def test_gap_integer_beyond_float_range(spec):
+    try:
+        scanner = parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match", "filter": spec})
+    except ScannerError:
+        return
+    compile_filter(scanner.filter)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap 6: NUL validates, then Postgres refuses to store the scanner")
+@pytest.mark.parametrize(
+    "field", ["name", "event", "distinct_id", "property_value"]
+)
+def test_gap_nul_in_a_scanner_string(postgres_resource, field):
+    from session_assets.scanners import store
+
+    doc: dict[str, Any] = {"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match", "filter": {}}
+    if field == "name":
+        doc["name"] = "a\x00b"
+    elif field == "event":
+        doc["filter"] = {"events": [{"event": "a\x00b"}]}
+    elif field == "distinct_id":
+        doc["filter"] = {"distinct_ids": ["a\x00b"]}
+    else:
+        doc["filter"] = {"events": [{"event": "e", "properties": [{"key": "k", "op": "exact", "value": "a\x00b"}]}]}
+    try:
+        scanner = parse_scanner(doc)
+    except ScannerError:
+        return
+    store.save(postgres_resource.pool(), scanner)
+    assert store.get(postgres_resource.pool(), "fuzz").valid() == scanner
+
+
+@pytest.mark.xfail(strict=True, reason="known gap 4: start_at within 26 h of year 1 validates, then every sweep overflows")
+def test_gap_start_at_at_the_beginning_of_time(instance, clickhouse_resource, postgres_resource, local_object_store):
+    from tests.support import add_scanner, at, event, materialize_rollup, sweep
+
+    start_at = "0001-01-01T05:00:00Z"
+    try:
+        parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match", "start_at": start_at})
+    except ScannerError:
+        return
+    add_scanner(instance, postgres_resource, scanner_id="fuzz", start_at=start_at)
+    insert_rows(clickhouse_resource, [event("$pageview", at("2024-03-01T09:00:00"), "s")])
+    as_of = at("2024-03-01T12:00:00")
+    for day in ("2024-02-29", "2024-03-01"):
+        materialize_rollup(instance, clickhouse_resource, day, as_of, with_check=False)
+    resources = {"clickhouse": clickhouse_resource, "postgres": postgres_resource, "object_store": local_object_store}
+    assert sweep(instance, resources, "fuzz", "2024-03-01", as_of, raise_on_error=False).success
