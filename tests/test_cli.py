@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -11,9 +9,8 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterRunStatus
-from dagster_graphql import DagsterGraphQLClient
 
-from tests.support import cli_env, free_port, wait_until
+from tests.support import DevProcess, cli_env, wait_until
 
 CLI = [sys.executable, "-m", "session_assets.cli"]
 
@@ -44,27 +41,10 @@ def test_user_mistakes_are_one_line_without_traceback(tmp_path):
 
 @pytest.mark.timeout(900)
 def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "dev.log", "w")
-    dev = subprocess.Popen(
-        [*CLI, "dev", "--days", "1", "--port", str(port)],
-        env=cli_env(tmp_path / "home"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    dev = DevProcess(tmp_path / "home", tmp_path / "dev.log", "--days", "1")
     try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=10)
-
-        def ready():
-            if dev.poll() is not None:
-                raise AssertionError(f"dev exited: {(tmp_path / 'dev.log').read_text()[-3000:]}")
-            try:
-                return client._execute("{ version }")  # noqa: SLF001 - the public client has no ping
-            except Exception:
-                return None
-
-        wait_until(ready, 300, "the Dagster UI")
+        dev.wait_ready()
+        client = dev.client
         today = datetime.now(timezone.utc).date().isoformat()
         run_id = client.submit_job_execution(
             "__ASSET_JOB",
@@ -75,7 +55,7 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
         status = wait_until(
             lambda: (s := client.get_run_status(run_id)) in finished and s, 300, "the queued run to finish"
         )
-        assert status == DagsterRunStatus.SUCCESS, (tmp_path / "dev.log").read_text()[-5000:]
+        assert status == DagsterRunStatus.SUCCESS, dev.log_tail()
 
         # A (scanner, day) partition, as an analyst launches it from the UI.
         run_id = client.submit_job_execution(
@@ -90,7 +70,7 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
         status = wait_until(
             lambda: (s := client.get_run_status(run_id)) in finished and s, 300, "the sweep run to finish"
         )
-        assert status == DagsterRunStatus.SUCCESS, (tmp_path / "dev.log").read_text()[-5000:]
+        assert status == DagsterRunStatus.SUCCESS, dev.log_tail()
         records = client._execute(  # noqa: SLF001
             """query { assetOrError(assetKey: {path: ["observation_batches"]}) { ... on Asset {
                  assetMaterializations(limit: 1) { partition metadataEntries { label } } } } }"""
@@ -100,12 +80,7 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
         labels = {entry["label"] for entry in latest["metadataEntries"]}
         assert {"watermark_end", "watermark_session_id", "frontier", "observed", "batch_keys"} <= labels
     finally:
-        os.killpg(dev.pid, signal.SIGINT)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-        log.close()
+        dev.stop()
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:

@@ -1,24 +1,22 @@
-"""The UI end to end: `dagster dev` on the embedded stack, the sensor's own runs, and
-Debian's headless Chromium driven by Playwright (no downloaded browser: CI installs
-the `chromium` package, see .ci/run)."""
+"""`session-assets dev` end to end, left to run by itself: the sensor's own runs,
+the UI seen through Debian's headless Chromium driven by Playwright (no downloaded
+browser: CI installs the `chromium` package, see .ci/run), a failed partition
+retried by the sensor until it succeeds, and a hand backfill beside the sweeps."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 import pytest
-from dagster_graphql import DagsterGraphQLClient
 
-from tests.support import cli_env, free_port, wait_until
+from tests.support import DevProcess, wait_until
 
-CLI = [sys.executable, "-m", "session_assets.cli"]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -37,11 +35,6 @@ GRAPH_PATH = "/asset-groups?expanded=global@global:sessions,global@global:scanni
 # Dagster's "Join the Dagster community" dialog covers the page on localhost until dismissed.
 DISMISS_COMMUNITY_DIALOG = "window.localStorage.setItem('communityNux', JSON.stringify('1'))"
 
-SENSOR_RUNS = """query { runsOrError(filter: {tags: [{key: "%s", value: "sensor"}]}) {
-  __typename
-  ... on Runs { results { runId status endTime tags { key value } } }
-  ... on PythonError { message } } }""" % SWEEP_TAG
-
 LATEST_MATERIALIZATION = """query {
   assetOrError(assetKey: {path: ["observation_batches"]}) { ... on Asset {
     assetMaterializations(partitions: [%s], limit: 1) {
@@ -49,12 +42,26 @@ LATEST_MATERIALIZATION = """query {
       metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
 
 
-def _tags(run: dict) -> dict[str, str]:
-    return {tag["key"]: tag["value"] for tag in run["tags"]}
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory):
+    """One `dev` for this module: the UI test looks first, then the live test acts."""
+    folder = tmp_path_factory.mktemp("dev")
+    process = DevProcess(
+        folder / "home",
+        folder / "dev.log",
+        "--days", "1",
+        # Ticks every 20 s and a first retry after 5 s, so several ticks fit in a test.
+        env={"SESSION_ASSETS_SWEEP_INTERVAL_SECONDS": "20", "SESSION_ASSETS_RETRY_BACKOFF_SECONDS": "5"},
+    )  # fmt: skip
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.mark.timeout(900)
-def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(tmp_path):
+def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path):
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         pytest.fail(
             f"{CHROMIUM} is missing: install Debian's Chromium "
@@ -65,116 +72,137 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(tmp_path):
     except ImportError:
         pytest.fail("playwright is not installed: pip install -e '.[dev]'")
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "dev.log"
-    log = open(log_path, "w")
-    dev = subprocess.Popen(
-        [*CLI, "dev", "--days", "1", "--port", str(port)],
-        env=cli_env(tmp_path / "home"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        # A shell's background job ignores SIGINT and its children inherit that: undo it, or the
-        # SIGINT that stops `dev` below would be ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    base = f"http://127.0.0.1:{dev.port}"
+    client = dev.client
 
-    def log_tail(n: int = 5000) -> str:
-        return log_path.read_text(errors="replace")[-n:]
+    # The daemon's first tick of `sweep_sensor` requests rollup and (scanner, day) sweep runs,
+    # which the queued run coordinator executes one at a time.
+    def sensor_sweeps() -> list[dict]:
+        return [r for r in dev.runs(SWEEP_TAG, "sensor") if "|" in r["tags"].get("dagster/partition", "")]
 
-    def alive():
-        if dev.poll() is not None:
-            raise AssertionError(f"dev exited with {dev.returncode}:\n{log_tail()}")
+    def a_finished_sweep():
+        dev.alive()
+        sweeps = sensor_sweeps()
+        failed = [r for r in sweeps if r["status"] in ("FAILURE", "CANCELED")]
+        assert not failed, f"sensor sweep runs failed: {failed}\n{dev.log_tail()}"
+        return sorted((r for r in sweeps if r["status"] == "SUCCESS"), key=lambda r: r["endTime"])
 
-    try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=10)
+    first = wait_until(a_finished_sweep, 480, "a sensor-launched sweep run to succeed", 1.0)[0]
+    partition = first["tags"]["dagster/partition"]
+    (latest,) = client._execute(  # noqa: SLF001
+        LATEST_MATERIALIZATION % json.dumps(partition)
+    )["assetOrError"]["assetMaterializations"]
+    metadata = {entry["label"]: entry for entry in latest["metadataEntries"]}
+    assert set(METADATA_LABELS) <= set(metadata), metadata
+    observed = metadata["observed"]["intValue"]
+    print(f"\nsensor run {first['runId']} swept {partition}: observed {observed}")
 
-        def ready():
-            alive()
-            try:
-                return client._execute("{ version }")  # noqa: SLF001 - the public client has no ping
-            except Exception:
-                return None
-
-        wait_until(ready, 300, "the Dagster UI")
-
-        # The daemon's first tick of `sweep_sensor` requests rollup and (scanner, day) sweep runs,
-        # which the queued run coordinator executes one at a time.
-        def sensor_sweeps() -> list[dict]:
-            try:
-                result = client._execute(SENSOR_RUNS)["runsOrError"]  # noqa: SLF001
-            except Exception:
-                return []  # the webserver is busy: poll again
-            assert result["__typename"] == "Runs", result
-            return [r for r in result["results"] if "|" in _tags(r).get("dagster/partition", "")]
-
-        def a_finished_sweep():
-            alive()
-            sweeps = sensor_sweeps()
-            failed = [r for r in sweeps if r["status"] in ("FAILURE", "CANCELED")]
-            assert not failed, f"sensor sweep runs failed: {failed}\n{log_tail()}"
-            return sorted((r for r in sweeps if r["status"] == "SUCCESS"), key=lambda r: r["endTime"])
-
-        first = wait_until(a_finished_sweep, 480, "a sensor-launched sweep run to succeed", 1.0)[0]
-        partition = _tags(first)["dagster/partition"]
-        (latest,) = client._execute(  # noqa: SLF001
-            LATEST_MATERIALIZATION % json.dumps(partition)
-        )["assetOrError"]["assetMaterializations"]
-        metadata = {entry["label"]: entry for entry in latest["metadataEntries"]}
-        assert set(METADATA_LABELS) <= set(metadata), metadata
-        observed = metadata["observed"]["intValue"]
-        print(f"\nsensor run {first['runId']} swept {partition}: observed {observed}")
-
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-            try:
-                context = browser.new_context(viewport={"width": 2200, "height": 1100})
-                context.add_init_script(DISMISS_COMMUNITY_DIALOG)
-                page = context.new_page()
-                page.set_default_timeout(60_000)
-
-                # 1. The lineage: every asset by name, with its latest materialization loaded.
-                page.goto(base + GRAPH_PATH)
-                graph = page.locator("svg foreignObject")
-                for name in ASSETS:
-                    graph.get_by_text(name, exact=True).first.wait_for()
-                node = graph.filter(has=page.get_by_text("observation_batches", exact=True)).filter(
-                    has_text="Latest event"
-                )
-                node.get_by_text(re.compile(r" ago$")).first.wait_for()
-                graph_png = tmp_path / "graph.png"
-                page.screenshot(path=str(graph_png))
-
-                # 2. The partition the sensor swept: its latest materialization's metadata.
-                page.set_viewport_size({"width": 1800, "height": 1500})
-                page.goto(f"{base}/assets/observation_batches?view=partitions&partition={quote(partition)}")
-                page.get_by_text(partition, exact=True).first.wait_for()
-                page.get_by_text("Materialized", exact=True).first.wait_for()
-                rows = {}
-                for label in METADATA_LABELS:
-                    row = page.locator("tr").filter(has=page.get_by_text(label, exact=True)).first
-                    row.wait_for()
-                    rows[label] = row.locator("td").nth(1).inner_text().strip()
-                assert rows["observed"] == str(observed), rows
-                assert rows["watermark_end"] and rows["frontier"], rows  # timestamps, shown in UTC
-                run_link = page.locator("a[href*='/runs/']").first
-                run_link.wait_for()
-                shown_run = run_link.get_attribute("href").split("/runs/")[1].split("?")[0]
-                partition_png = tmp_path / "partition.png"
-                page.screenshot(path=str(partition_png))
-            finally:
-                browser.close()
-
-        sensor_run_ids = {r["runId"] for r in sensor_sweeps() if r["status"] == "SUCCESS"}
-        assert shown_run in sensor_run_ids, (shown_run, sensor_run_ids)
-        print(f"{partition} metadata shown: {rows}")
-        print(f"screenshots: {graph_png} {partition_png}")
-    finally:
-        os.killpg(dev.pid, signal.SIGINT)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
-        log.close()
+            context = browser.new_context(viewport={"width": 2200, "height": 1100})
+            context.add_init_script(DISMISS_COMMUNITY_DIALOG)
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+
+            # 1. The lineage: every asset by name, with its latest materialization loaded.
+            page.goto(base + GRAPH_PATH)
+            graph = page.locator("svg foreignObject")
+            for name in ASSETS:
+                graph.get_by_text(name, exact=True).first.wait_for()
+            node = graph.filter(has=page.get_by_text("observation_batches", exact=True)).filter(
+                has_text="Latest event"
+            )
+            node.get_by_text(re.compile(r" ago$")).first.wait_for()
+            graph_png = tmp_path / "graph.png"
+            page.screenshot(path=str(graph_png))
+
+            # 2. The partition the sensor swept: its latest materialization's metadata.
+            page.set_viewport_size({"width": 1800, "height": 1500})
+            page.goto(f"{base}/assets/observation_batches?view=partitions&partition={quote(partition)}")
+            page.get_by_text(partition, exact=True).first.wait_for()
+            page.get_by_text("Materialized", exact=True).first.wait_for()
+            rows = {}
+            for label in METADATA_LABELS:
+                row = page.locator("tr").filter(has=page.get_by_text(label, exact=True)).first
+                row.wait_for()
+                rows[label] = row.locator("td").nth(1).inner_text().strip()
+            assert rows["observed"] == str(observed), rows
+            assert rows["watermark_end"] and rows["frontier"], rows  # timestamps, shown in UTC
+            run_link = page.locator("a[href*='/runs/']").first
+            run_link.wait_for()
+            shown_run = run_link.get_attribute("href").split("/runs/")[1].split("?")[0]
+            partition_png = tmp_path / "partition.png"
+            page.screenshot(path=str(partition_png))
+        finally:
+            browser.close()
+
+    sensor_run_ids = {r["runId"] for r in sensor_sweeps() if r["status"] == "SUCCESS"}
+    assert shown_run in sensor_run_ids, (shown_run, sensor_run_ids)
+    print(f"{partition} metadata shown: {rows}")
+    print(f"screenshots: {graph_png} {partition_png}")
+
+
+BROKEN = "checkout-errors"  # its stored filter is broken, then mended, while dev runs
+BACKFILLED = "ai-spend"
+
+
+@pytest.mark.timeout(900)
+def test_the_sensor_retries_a_failed_partition_until_it_succeeds_and_a_backfill_beside_it_double_counts_nothing(dev):
+    today = datetime.now(timezone.utc).date().isoformat()
+    partition = f"{today}|{BROKEN}"
+
+    def partition_runs(status: str | None = None) -> list[dict]:
+        dev.alive()
+        runs = [r for r in dev.runs("dagster/partition", partition) if r["tags"].get("session_assets/sweep") == "sensor"]
+        return [r for r in runs if status is None or r["status"] == status]
+
+    wait_until(lambda: partition_runs("SUCCESS"), 480, f"a sensor run of {partition} to succeed", 1.0)
+
+    env_lines = dev.cli("env").stdout.splitlines()
+    postgres_url = next(l.split("=", 1)[1].strip("'") for l in env_lines if l.startswith("export SESSION_ASSETS_POSTGRES_URL="))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        (good_filter,) = conn.execute("SELECT filter FROM scanners WHERE id = %s", (BROKEN,)).fetchone()
+        conn.execute("UPDATE scanners SET filter = %s WHERE id = %s", (json.dumps({"no_such_key": 1}), BROKEN))
+    broken_after = {r["runId"] for r in partition_runs()}
+
+    def failed_since_broken() -> list[dict]:
+        return [r for r in partition_runs("FAILURE") if r["runId"] not in broken_after]
+
+    wait_until(failed_since_broken, 480, f"a failed sensor run of {partition}", 1.0)
+    report = json.loads(dev.cli("status", "--json").stdout)
+    (row,) = [s for s in report["scanners"] if s["id"] == BROKEN]
+    assert today in row["failed"], row
+
+    # A hand backfill of another scanner's day while the sensor goes on sweeping it.
+    backfill = dev.cli("backfill", "--scanner", BACKFILLED, "--start", today, "--end", today, "--wait")
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr + dev.log_tail()
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE scanners SET filter = %s WHERE id = %s", (json.dumps(good_filter), BROKEN))
+    mended_after = {r["runId"] for r in partition_runs()}
+    (retried, *_) = wait_until(
+        lambda: [r for r in partition_runs("SUCCESS") if r["runId"] not in mended_after],
+        480, f"a sensor retry of {partition} to succeed once mended", 1.0,
+    )  # fmt: skip
+    failed_runs = {r["runId"] for r in failed_since_broken()}
+    assert retried["runId"] not in failed_runs  # a retry is a new run, with a fresh run key
+    assert int(retried["tags"]["session_assets/attempt"]) >= 1, retried  # requested as a retry of a failure
+    report = json.loads(dev.cli("status", "--json").stdout)
+    (row,) = [s for s in report["scanners"] if s["id"] == BROKEN]
+    assert row["failed"] == [], row
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        per_scanner = conn.execute(
+            "SELECT o.scanner_id, count(*), count(DISTINCT o.session_id), "
+            "(SELECT coalesce(sum(rows), 0) FROM observation_batches b WHERE b.scanner_id = o.scanner_id) "
+            "FROM observations o GROUP BY o.scanner_id"
+        ).fetchall()
+        quota = dict(conn.execute("SELECT team_id, sum(used) FROM team_quotas GROUP BY team_id").fetchall())
+        per_team = dict(conn.execute("SELECT team_id, count(*) FROM observations GROUP BY team_id").fetchall())
+    assert any(scanner == BACKFILLED for scanner, *_ in per_scanner), per_scanner
+    for scanner, rows, sessions, batch_rows in per_scanner:
+        # Each observation was written once, in exactly one batch: the backfill and
+        # the sweeps never both counted a session.
+        assert rows == sessions == batch_rows, (scanner, rows, sessions, batch_rows)
+    assert {t: int(n) for t, n in quota.items() if n} == per_team
