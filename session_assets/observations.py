@@ -1,10 +1,11 @@
 """Turning a window's candidates into observations (SPEC §8).
 
 Each page of candidates is one Postgres transaction: lock the partition,
-drop sessions already observed, reserve quota in one conditional statement,
-apply the scanner, insert the observations with ON CONFLICT DO NOTHING, write
-the batch object (gzipped JSONL, deterministic key), record the batch row, give
-back unused quota, commit. A failure anywhere rolls the page back; the object,
+reserve quota for the page in one conditional statement (when the team is short
+of quota, only for the sessions not observed yet), insert the observations with
+ON CONFLICT DO NOTHING, write the batch object (gzipped JSONL, deterministic
+key), record the batch row, give back the unused reservation, commit. Verdicts
+are computed before the transaction, for the whole page. A failure anywhere rolls the page back; the object,
 if written, is overwritten by the retry that takes the same batch number.
 Pages commit without waiting for the WAL flush; the walk flushes once at its
 end, before the sweep records its watermark.
@@ -188,14 +189,19 @@ def write_page(
         conn.execute(sql.load("postgres/page_commit_async.sql"))
         conn.execute(sql.load("postgres/partition_lock.sql"), {"partition": f"{scanner.id}|{day.isoformat()}"})
         ids = [c["session_id"] for c in page]
-        seen = {row[0] for row in conn.execute(sql.load("postgres/observations_existing.sql"), {"scanner_id": scanner.id, "session_ids": ids})}
-        new = [i for i, session_id in enumerate(ids) if session_id not in seen]
-        granted = 0
-        if new:
-            conn.execute(sql.load("postgres/quota_ensure.sql"), {**team, "default_limit": default_quota})
-            granted = conn.execute(sql.load("postgres/quota_reserve.sql"), {**team, "n": len(new)}).fetchone()[0]
-            failpoint("after_quota_reserve")
-        accepted, refused = new[:granted], new[granted:]
+        granted = _reserve(conn, team, len(page), default_quota)
+        failpoint("after_quota_reserve")
+        if granted == len(page):
+            # Quota for the whole page: insert it all; ON CONFLICT sorts out what was already observed.
+            accepted, refused = list(range(len(page))), []
+        else:
+            # Short of quota: spend it only on sessions not observed yet, in keyset order.
+            if granted:
+                conn.execute(sql.load("postgres/quota_release.sql"), {**team, "n": granted})
+            seen = {row[0] for row in conn.execute(sql.load("postgres/observations_existing.sql"), {"scanner_id": scanner.id, "session_ids": ids})}
+            new = [i for i, session_id in enumerate(ids) if session_id not in seen]
+            granted = _reserve(conn, team, len(new), default_quota) if new else 0
+            accepted, refused = new[:granted], new[granted:]
         key = None
         inserted = 0
         if accepted:
@@ -219,7 +225,7 @@ def write_page(
             lines = [f'{prepared.lines[i]}{created[ids[i]].isoformat()}"}}' for i in accepted if ids[i] in created]
             inserted = len(lines)
             unused = granted - inserted
-            if unused:  # lost a race with another run for the same sessions
+            if unused:  # already observed, or lost a race with another run for the same sessions
                 conn.execute(sql.load("postgres/quota_release.sql"), {**team, "n": unused})
             if lines:
                 # mtime=0: the same rows give the same bytes; level 6: most of the size, a third of the time.
@@ -246,12 +252,21 @@ def write_page(
     last = (handled[-1]["session_end"], handled[-1]["session_id"]) if handled else None
     return PageOutcome(
         observed=inserted,
-        deduplicated=len(page) - len(new) + (len(accepted) - inserted),
+        deduplicated=len(page) - len(refused) - inserted,
         refused=len(refused),
         handled=len(handled),
         batch_key=key,
         last_handled=last,
     )
+
+
+def _reserve(conn: Any, team: dict[str, Any], n: int, default_quota: int) -> int:
+    """Take up to n of the team's quota for the period; the part granted."""
+    row = conn.execute(sql.load("postgres/quota_reserve.sql"), {**team, "n": n}).fetchone()
+    if row is None:  # the team's first page of the period
+        conn.execute(sql.load("postgres/quota_ensure.sql"), {**team, "default_limit": default_quota})
+        row = conn.execute(sql.load("postgres/quota_reserve.sql"), {**team, "n": n}).fetchone()
+    return row[0]
 
 
 def _evidence(candidate: dict[str, Any], kind_evidence: dict[str, Any]) -> dict[str, Any]:
