@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -65,6 +65,11 @@ _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?
 _TOKEN_KEYS = ("$ai_input_tokens", "$ai_output_tokens")
 _COST_KEY = "$ai_total_cost_usd"
 _AI_KEYS = (*_TOKEN_KEYS, _COST_KEY)
+# The rollup's cost columns are Decimal(38, 12): 26 integer digits, so a cost of 1e26 USD
+# or more would be counted as 0. Beyond 60 fractional digits the text is cut (ROUND_DOWN):
+# the rollup reads 12 of them, and `1e-999999999` would otherwise be a gigabyte of zeros.
+_MAX_COST = Decimal(10) ** 26
+_COST_FRACTION_DIGITS = 60
 # Rollup SQL reads the cost with toDecimal128OrNull(JSONExtractRaw(...)), which does not
 # take exponents: the cost is spliced into the JSON as fixed-point text via this placeholder.
 _COST_PLACEHOLDER = f"\x00cost-{uuid.uuid4().hex}\x00"
@@ -559,6 +564,9 @@ class _RowParser:
             problem(
                 session_field, f"longer than {MAX_SESSION_ID_LENGTH} characters ({len(session)}): {_short(session)}"
             )
+        elif "\x00" in session:
+            # Postgres text cannot hold NUL: such a session would be rolled up but never observed.
+            problem(session_field, f"contains NUL (\\u0000), which Postgres cannot store: {_short(session)}")
 
         if self.team_id is not None:
             team_id: int | None = self.team_id
@@ -641,6 +649,14 @@ class _RowParser:
             problem(_COST_KEY, f"not a non-negative finite number: {_short(props[_COST_KEY])}")
             props[_COST_KEY] = None
             return None
+        if cost >= _MAX_COST:
+            problem(_COST_KEY, f"1e26 USD or more, beyond what the rollup can hold: {_short(props[_COST_KEY])}")
+            props[_COST_KEY] = None
+            return None
+        if cost.as_tuple().exponent < -_COST_FRACTION_DIGITS:  # type: ignore[operator]  # finite: an int
+            with localcontext() as context:
+                context.prec = 26 + _COST_FRACTION_DIGITS
+                cost = cost.quantize(Decimal(1).scaleb(-_COST_FRACTION_DIGITS), rounding=ROUND_DOWN)
         props[_COST_KEY] = _COST_PLACEHOLDER
         return format(cost, "f")
 

@@ -480,22 +480,44 @@ def test_loader_accepts_what_the_rollup_handles(clickhouse_resource, tmp_path):
     assert stored["blob"]["blob"] == blob
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader gap: a cost of 1e26 USD or more is loaded, and the rollup (Decimal(38, 12)) counts it as 0",
-)
-@pytest.mark.parametrize("cost", ["1e400", 1e30, "100000000000000000000000000"])
-def test_loader_should_reject_a_cost_the_rollup_cannot_hold(clickhouse_resource, tmp_path, cost):
+@pytest.mark.parametrize("cost", ["1e400", 1e30, "100000000000000000000000000", "1e999999999"])
+def test_loader_rejects_a_cost_the_rollup_cannot_hold(clickhouse_resource, tmp_path, cost):
+    """1e26 USD or more would be counted as 0 by the rollup (Decimal(38, 12)): refused, naming line and field."""
     path = _write(tmp_path / "events.jsonl", [_props(**{"$ai_total_cost_usd": cost})])
-    with pytest.raises(EventFileError, match="line 1: field '\\$ai_total_cost_usd'"):
+    with pytest.raises(EventFileError, match="line 1: field '\\$ai_total_cost_usd': 1e26 USD or more"):
         load_events_file(clickhouse_resource, path, now=LOADER_NOW)
+    assert _stored(clickhouse_resource) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader gap: a $session_id with NUL is loaded; sweeps never observe it (Postgres text cannot hold NUL)",
-)
-def test_loader_should_reject_a_session_id_with_nul(clickhouse_resource, tmp_path):
-    path = _write(tmp_path / "events.jsonl", [_record(properties={"$session_id": "s\x00x"})])
-    with pytest.raises(EventFileError, match="line 1: field '\\$session_id'"):
+def test_loader_accepts_the_largest_cost_the_rollup_holds(clickhouse_resource, tmp_path):
+    largest = "99999999999999999999999999.999999999999"
+    path = _write(tmp_path / "events.jsonl", [_props(**{"$ai_total_cost_usd": largest})])
+    assert load_events_file(clickhouse_resource, path, now=LOADER_NOW).rows == 1
+    assert json.loads(_stored(clickhouse_resource)[0][1], parse_float=Decimal)["$ai_total_cost_usd"] == Decimal(largest)
+
+
+@pytest.mark.parametrize("cost", ["1e-999999999", "1e-70", "0.1e-60"])
+def test_loader_writes_a_tiny_cost_in_bounded_text(clickhouse_resource, tmp_path, cost):
+    """`1e-999999999` is 0 to the rollup; written out in full it would be a gigabyte of zeros."""
+    path = _write(tmp_path / "events.jsonl", [_props(**{"$ai_total_cost_usd": cost})])
+    assert load_events_file(clickhouse_resource, path, now=LOADER_NOW).rows == 1
+    (_, properties), = _stored(clickhouse_resource)
+    assert len(properties) < 200
+    assert json.loads(properties, parse_float=Decimal)["$ai_total_cost_usd"] == 0
+
+
+@pytest.mark.parametrize("session_id", ["s\x00x", "\x00"])
+def test_loader_rejects_a_session_id_with_nul(clickhouse_resource, tmp_path, session_id):
+    """Postgres text cannot hold NUL, so such a session would be rolled up and never observed."""
+    path = _write(tmp_path / "events.jsonl", [_record(properties={"$session_id": session_id})])
+    with pytest.raises(EventFileError, match="line 1: field '\\$session_id': contains NUL"):
         load_events_file(clickhouse_resource, path, now=LOADER_NOW)
+    assert _stored(clickhouse_resource) == []
+
+
+def test_loader_rejects_a_session_id_with_nul_in_a_csv(clickhouse_resource, tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("event,timestamp,distinct_id,session_id\ne,2024-05-01T00:00:00Z,d,s\x00x\n", encoding="utf-8")
+    with pytest.raises(EventFileError, match="line 2: field 'session_id': contains NUL"):
+        load_events_file(clickhouse_resource, path, team_id=1, now=LOADER_NOW)
+    assert _stored(clickhouse_resource) == []

@@ -17,12 +17,81 @@ from pydantic import BaseModel, ValidationError
 
 _NO_VALUE: Any = object()
 _MAX_SHOWN = 120  # long regexes or expressions are cut so the message stays one line
+_BIG_INT_BITS = 1000  # about 300 digits: shown by size (repr refuses over 4300 digits)
+# Characters str.splitlines() breaks at; repr() escapes them, a raw path or message must too.
+_LINE_BREAKS = {ord(c): c.encode("unicode_escape").decode("ascii") for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def show_value(value: Any) -> str:
-    """`repr` of a bad value, cut to a readable length."""
-    text = repr(value)
+    """`repr` of a bad value, cut to a readable length.
+
+    The text is built only as far as it is shown, so a value that is huge once
+    expanded (a YAML alias bomb: nine references to nine references to ...) costs
+    no more than a small one.
+    """
+    text = _bounded_repr(value, _MAX_SHOWN + 1)
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 5] + "...'"
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks escaped (`\\n`), so a problem never spans lines."""
+    return text.translate(_LINE_BREAKS)
+
+
+def _bounded_repr(value: Any, limit: int) -> str:
+    """The first `limit` or more characters of `repr(value)`, in work proportional to `limit`."""
+    out: list[str] = []
+    written = 0
+
+    def emit(text: str) -> None:
+        nonlocal written
+        out.append(text)
+        written += len(text)
+
+    def walk(item: Any, active: set[int]) -> None:
+        if written > limit:
+            return
+        kind = type(item)
+        if kind is str or kind is bytes:
+            emit(repr(item if len(item) <= 4 * limit else item[: 4 * limit]))
+        elif kind is int:
+            if item.bit_length() > _BIG_INT_BITS:
+                sign = "a negative" if item < 0 else "an"
+                emit(f"<{sign} integer of about {int(item.bit_length() * 0.30103) + 1} digits>")
+            else:
+                emit(repr(item))
+        elif kind in (list, tuple, dict, set, frozenset):
+            if id(item) in active:  # a structure that contains itself, as repr shows it
+                emit("[...]" if kind is list else "{...}" if kind in (dict, set) else "(...)")
+                return
+            if not item:
+                emit(repr(item))
+                return
+            opening, closing = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}"), set: ("{", "}"),
+                                frozenset: ("frozenset({", "})")}[kind]  # fmt: skip
+            active.add(id(item))
+            emit(opening)
+            for index, child in enumerate(item.items() if kind is dict else item):
+                if written > limit:
+                    break
+                if index:
+                    emit(", ")
+                if kind is dict:
+                    walk(child[0], active)
+                    emit(": ")
+                    walk(child[1], active)
+                else:
+                    walk(child, active)
+            else:
+                if kind is tuple and len(item) == 1:
+                    emit(",")
+                emit(closing)
+            active.discard(id(item))
+        else:
+            emit(repr(item))
+
+    walk(value, set())
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -41,7 +110,7 @@ class Problem:
     def render(self, *, with_source: bool = True) -> str:
         head = [part for part in (self.source if with_source else "", self.path) if part]
         text = self.message if not self.has_value else f"{self.message}, got {show_value(self.value)}"
-        return ": ".join([*head, text])
+        return one_line(": ".join([*head, text]))
 
 
 class ScannerError(ValueError):
@@ -78,11 +147,17 @@ class ScannerError(ValueError):
 
 
 def format_path(loc: Sequence[Any]) -> str:
-    """('filter', 'events', 0, 'op') -> 'filter.events[0].op'."""
+    """('filter', 'events', 0, 'op') -> 'filter.events[0].op'.
+
+    A key that is not printable text (a line break, a control character) is
+    shown quoted, `filter['colour\\nred']`, so the path stays on one line.
+    """
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif isinstance(part, str) and not part.isprintable():
+            out += f"[{show_value(part)}]"
         else:
             out += f".{part}" if out else str(part)
     return out

@@ -15,10 +15,10 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Mapping, Protocol, Sequence
 
-from pydantic import BaseModel, Field, PrivateAttr, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, StrictInt, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from session_assets.scanners._types import COUNTER_COLUMNS, STRICT, NonNegativeNumber, Number
+from session_assets.scanners._types import COUNTER_COLUMNS, STRICT, NonNegativeNumber, Number, StoredText
 from session_assets.scanners.errors import ScannerError
 from session_assets.scanners.expression import ExpressionError, Expression, parse_expression
 
@@ -166,7 +166,7 @@ class ThresholdRule(BaseModel):
 
     model_config = STRICT
 
-    score: StrictStr
+    score: StoredText
     flag_at: Number
     _expression: Expression = PrivateAttr()
 
@@ -219,7 +219,8 @@ class AiCostRule(BaseModel):
     model_config = STRICT
 
     max_cost_usd: NonNegativeNumber | None = None
-    max_total_tokens: StrictInt | None = Field(default=None, ge=0)
+    # Token sums saturate at 2^64 - 1 (UInt64): a larger limit could never trip.
+    max_total_tokens: StrictInt | None = Field(default=None, ge=0, le=2**64 - 1)
 
     @model_validator(mode="after")
     def _at_least_one(self) -> AiCostRule:

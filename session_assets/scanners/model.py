@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Sequence
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     PrivateAttr,
@@ -33,9 +34,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from session_assets.scanners._types import COUNTER_COLUMNS, STRICT, CounterName, NonNegativeNumber
+from session_assets.scanners._types import (
+    COUNTER_COLUMNS,
+    STRICT,
+    CounterName,
+    NonNegativeNumber,
+    check_magnitude,
+    check_text,
+)
 from session_assets.scanners.errors import Problem, ScannerError, problems_from_validation, show_value
 from session_assets.scanners.kinds import KINDS, SessionSummary, Verdict, get_kind
+from session_assets.scanners.re2 import RE2Refusal, check_re2
 
 __all__ = [
     "COUNTER_COLUMNS",
@@ -55,25 +64,18 @@ MAX_REGEX_LENGTH = 1000
 MAX_EVENT_FILTERS = 50  # each is a subquery over the events table
 MAX_PROPERTY_FILTERS = 50
 MAX_COST_THRESHOLD = Decimal(10) ** 26  # cost_usd is Decimal(38, 12): 26 integer digits
+# start_at bounds: a sweep's window reaches 74 h before its watermark (which starts at
+# start_at), and ClickHouse's DateTime64 holds 1900-01-01 to 2299-12-31.
+START_AT_MIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
+START_AT_MAX = datetime(2200, 1, 1, tzinfo=timezone.utc)
+# A scanner file holding more values than this once its YAML aliases are expanded is refused.
+MAX_YAML_VALUES = 1_000_000
 # Bookkeeping columns of the Postgres `scanners` table that are not part of a definition.
 RECORD_METADATA_COLUMNS = frozenset({"created_at", "updated_at"})
 
-Text200 = Annotated[StrictStr, StringConstraints(min_length=1, max_length=200)]
+Text200 = Annotated[StrictStr, StringConstraints(min_length=1, max_length=200), AfterValidator(check_text)]
 PropertyOp = Literal["exact", "icontains", "regex", "is_set", "is_not_set"]
 VALUE_OPS = frozenset({"exact", "icontains", "regex"})
-
-# RE2 (ClickHouse's `match`) refuses these Python-only constructs; catching them
-# at load beats a sweep failing on "cannot compile re2".
-_RE2_UNSUPPORTED = (
-    ("(?=", "lookahead"),
-    ("(?!", "negative lookahead"),
-    ("(?<=", "lookbehind"),
-    ("(?<!", "negative lookbehind"),
-    ("(?>", "atomic groups"),
-    ("(?P=", "named backreferences"),
-    ("(?(", "conditionals"),
-    ("(?#", "comments"),
-)
 
 
 class _Strict(BaseModel):
@@ -105,13 +107,16 @@ class PropertyFilter(_Strict):
                 raise PydanticCustomError("value_type", "exact needs a finite number")
             if not isinstance(value, (str, int, float, bool)):
                 raise PydanticCustomError("value_type", "exact needs a string, number or boolean")
-            if isinstance(value, str) and len(value) > 1000:
-                raise PydanticCustomError("value_length", "a value has at most 1000 characters")
-            return value
+            if isinstance(value, str):
+                if len(value) > 1000:
+                    raise PydanticCustomError("value_length", "a value has at most 1000 characters")
+                return check_text(value)
+            return value if isinstance(value, bool) else check_magnitude(value)  # compared as a Float64
         if not isinstance(value, str):
             raise PydanticCustomError("value_type", "op '{op}' needs a string value", {"op": op})
         if not value:
             raise PydanticCustomError("value_empty", "an empty value matches everything; use op is_set")
+        check_text(value)
         if op == "icontains":
             if len(value) > 1000:
                 raise PydanticCustomError("value_length", "a value has at most 1000 characters")
@@ -128,13 +133,12 @@ def _check_regex(pattern: str) -> str:
         re.compile(pattern)
     except (re.error, RecursionError, OverflowError) as error:
         raise PydanticCustomError("regex", "invalid regex: {reason}", {"reason": str(error)}) from None
-    for token, label in _RE2_UNSUPPORTED:
-        if token in pattern:
-            raise PydanticCustomError(
-                "regex_re2", "ClickHouse regexes (RE2) do not support {label}", {"label": label}
-            )
-    if re.search(r"(?<!\\)(?:\\\\)*\\[1-9]", pattern):
-        raise PydanticCustomError("regex_re2", "ClickHouse regexes (RE2) do not support backreferences")
+    # Python's re takes more than ClickHouse's RE2 (possessive a++, \\Z, (?x), a{1001}, ...),
+    # and such a scanner would fail every sweep: accept only what RE2 is known to compile.
+    try:
+        check_re2(pattern)
+    except RE2Refusal as refusal:
+        raise PydanticCustomError("regex_re2", "{reason}", {"reason": str(refusal)}) from None
     return pattern
 
 
@@ -217,7 +221,8 @@ class Scanner(_Strict):
     enabled: StrictBool = True
     kind: StrictStr  # declared before `rule`, which is validated against it
     filter: ScannerFilter = Field(default_factory=ScannerFilter)
-    rule: dict[str, Any] = Field(default_factory=dict)
+    # validate_default: a missing rule is checked like `rule: {}`, its problems under `rule.`.
+    rule: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     sample_rate: NonNegativeNumber = 1.0
     start_at: datetime | None = None
 
@@ -275,7 +280,16 @@ class Scanner(_Strict):
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+            value = None
+        if value is None or not START_AT_MIN <= value < START_AT_MAX:
+            raise PydanticCustomError(
+                "start_at_range",
+                "start_at must be from 1970-01-01T00:00:00Z up to (not including) 2200-01-01T00:00:00Z",
+            )
+        return value
 
     def model_post_init(self, context: Any) -> None:
         self._parsed_rule = get_kind(self.kind).rule_model.model_validate(self.rule)
@@ -438,6 +452,15 @@ def _load_text(text: str, *, source: str) -> list[tuple[str, Scanner]]:
         raise ScannerError(f"invalid YAML{where}: {reason}", source=source) from None
     except yaml.YAMLError as error:
         raise ScannerError(f"invalid YAML: {error}", source=source) from None
+    except RecursionError:
+        raise ScannerError("invalid YAML: nested too deeply", source=source) from None
+    except ValueError as error:  # e.g. an integer of more than 4300 digits
+        raise ScannerError(f"invalid YAML: {error}", source=source) from None
+    expanded = _expanded_size(document, MAX_YAML_VALUES)
+    if expanded > MAX_YAML_VALUES:
+        raise ScannerError(
+            f"invalid YAML: its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values", source=source
+        )
     if document is None:
         return []
     if isinstance(document, Mapping):
@@ -457,6 +480,44 @@ def _load_text(text: str, *, source: str) -> list[tuple[str, Scanner]]:
     if problems:
         raise ScannerError(problems, source=source)
     return loaded
+
+
+def _expanded_size(document: Any, limit: int) -> int:
+    """How many values `document` holds with every alias expanded, counted up to just past `limit`.
+
+    PyYAML builds an alias as a second reference to the same object, so nine
+    levels of nine aliases each are a few hundred bytes of YAML and hold 9**9
+    values once walked. Each distinct container is counted once (no expansion),
+    iteratively; a structure that contains itself counts its back reference as one.
+    """
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(document, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, (list, tuple, dict, set, frozenset)) or (id(node) in sizes and not children_done):
+            continue
+        children = [v for pair in node.items() for v in pair] if isinstance(node, dict) else list(node)
+        if children_done:
+            in_progress.discard(id(node))
+            total = 1
+            for child in children:
+                if isinstance(child, (list, tuple, dict, set, frozenset)):
+                    total += sizes.get(id(child), 1)  # 1: a back reference into itself
+                else:
+                    total += 1
+                if total > limit:
+                    break
+            sizes[id(node)] = min(total, limit + 1)
+            continue
+        if id(node) in in_progress:
+            continue
+        in_progress.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    if isinstance(document, (list, tuple, dict, set, frozenset)):
+        return sizes[id(document)]
+    return 1
 
 
 def _unique(loaded: list[tuple[str, Scanner]], *, source: str) -> list[Scanner]:

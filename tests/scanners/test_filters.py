@@ -399,3 +399,54 @@ def test_event_presence_sees_only_events_inserted_by_the_as_of_time(clickhouse_r
     compiled = compile_filter({"events": [{"event": "$exception"}]})
     assert matching(clickhouse_resource, compiled, as_of=ts + timedelta(minutes=30)) == []
     assert matching(clickhouse_resource, compiled, as_of=ts + timedelta(hours=1)) == [(1, "s1")]
+
+
+# --- regexes: what validates is what ClickHouse's RE2 compiles ---------------------------
+
+RE2_ACCEPTED = [
+    "^/cart/[0-9]+$", r"\d{2,4}", "a{0,3}", "(?i)checkout", "(?i:a)(?-i:b)", "(?s).", "(?m)^a$", "(?i-s:a.)",
+    "(?P<name_1>a)b", "(?:a|)", "a|", "()", "(?:)*", "[[:alpha:]]", "[[:^digit:]_]", "[[:a]", "[]a]", "[^]a]", "[a-]",
+    "[-a]", "[a-b-c]", r"[\]\-\\]", r"[\x41-\x5a]", r"[\0-\x1f]", "[é-ü]", "[𝔘]", r"\x41", r"\xe9", r"\0", r"\012",
+    r"\123", r"\a\f\n\r\t\v", r"\Aa", r"\bword\b", r"\Ba", r"\d\D\s\S\w\W", r"[\d\D\s\S\w\W]", r"\_",
+    re.escape("x' OR 1=1 -- ~&# \t\n\r\x0b\x0c%_é{f_0:String}"), "a{", "a{x}", "a{1,2", "{", "}", "]", "a{}",
+    "a{1000}", "a{1000,}", "a{0,1000}", "(a{10}){100}", "(?:a{2}|b){500}", "(?:(?:a{10}){10}){10}",
+    "a*?b+?c??d{2}?e{2,3}?", ".{1000}" * 4, "[^a]{1000}" * 3, r"(?i)\W{1000}", "(?i)" + "[a-z]{1000}" * 5,
+    "[ĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞ]{100}", "(?i)[Α-ω]{1000}", "(" * 60 + "a" + ")" * 60, "x" * 1000,
+]  # fmt: skip
+RE2_REFUSED = [
+    "a++", "a*+", "a?+", "a{2}+", r"\u0041", r"\U00000041", r"\N{LATIN SMALL LETTER A}", r"\Z", "(?x) a", r"(?a)\w",
+    "(?u)a", "(?a:b)", "a{1001}", "a{1001,}", "(a{1000}){1000}", "(?:a{3}|b){500}", "(?:(?:a{10}){10}){11}", r"[\b]",
+    "a{,3}", "a{,}", "(?=a)", "(?!a)", "(?<=a)", "(?<!a)", "(?>a)", "(?P<n>a)(?P=n)", "(a)?(?(1)b|c)", "(?#c)a",
+    r"(a)\1", r"\é", r"[\é]", "[[:foo:]]", "(?P<é>a)", ".{1000}" * 5, "[ĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞ]{1000}",
+]  # fmt: skip
+
+
+def _regex_filter(pattern: str) -> dict[str, Any]:
+    return {"events": [{"event": "e", "properties": [{"key": "k", "op": "regex", "value": pattern}]}]}
+
+
+def test_every_regex_that_validates_compiles_in_clickhouse(clickhouse_resource):
+    """The RE2 check is conservative: each regex it lets through runs in ClickHouse's match()."""
+    seed(clickhouse_resource, [session("s")], [event("e", T, "s", properties={"k": "a\nb é 𝔘 abc"})])
+    for pattern in RE2_ACCEPTED:
+        compiled = compile_filter(_regex_filter(pattern))  # validates
+        matching(clickhouse_resource, compiled)  # and compiles in RE2, or raises
+
+
+@pytest.mark.parametrize("pattern", RE2_REFUSED)
+def test_a_regex_re2_may_refuse_is_refused_naming_the_field(pattern):
+    with pytest.raises(ScannerError) as raised:
+        compile_filter(_regex_filter(pattern))
+    (problem,) = raised.value.problems
+    assert problem.path == "filter.events[0].properties[0].value" and problem.value == pattern
+    assert problem.message.startswith("ClickHouse regexes (RE2)"), problem.message
+
+
+def test_regexes_match_in_clickhouse_as_written(clickhouse_resource):
+    """A few accepted constructs that Python and RE2 could read differently, as ClickHouse reads them."""
+    seed(clickhouse_resource, [session("brace"), session("digits")],
+         [event("e", T, "brace", properties={"k": "a{x}"}), event("e", T, "digits", properties={"k": "2024"})])  # fmt: skip
+    assert ids(clickhouse_resource, _regex_filter("^a{x}$")) == ["brace"]
+    assert ids(clickhouse_resource, _regex_filter(r"^\d{4}$")) == ["digits"]
+    assert ids(clickhouse_resource, _regex_filter("^[[:digit:]]{4}$")) == ["digits"]
+    assert ids(clickhouse_resource, _regex_filter(r"^\x32\060")) == ["digits"]  # hex and octal escapes
