@@ -311,8 +311,11 @@ def execute_tick(
 
 
 def _root_cause(error: Any) -> str:
-    """The innermost error message: retries wrap the real cause."""
-    while getattr(error, "cause", None) is not None:
+    """The first error under Dagster's wrappers (step execution, retries): the one our code
+    raised, e.g. "ClickHouse at URL is unreachable: ...", not the socket error under it."""
+    while getattr(error, "cause", None) is not None and (
+        error.cls_name.startswith(("Dagster", "RetryRequested"))
+    ):
         error = error.cause
     return error.message.strip()
 

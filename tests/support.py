@@ -427,18 +427,9 @@ def assert_store_state(
     assert all(not rollup["failed"] for rollup in state.status["rollups"]), state.status["rollups"]
 
 
-def postgres_instance(admin_url: str):
-    """A Dagster instance on a fresh Postgres database (SQLite storage locks under concurrent runs)."""
-    from session_assets import postgres
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    postgres.ensure_database(admin_url, name)
-    url = postgres.sqlalchemy_url(postgres.with_database(admin_url, name))
-    return dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}})
-
-
 def lock_waiters(conn: Any) -> int:
     """Backends of this database waiting for a lock (a gate the test holds)."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")  # inside a transaction, pg_stat_activity is read once
     return conn.execute(
         "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE NOT l.granted AND a.datname = current_database()"

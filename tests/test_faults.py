@@ -368,7 +368,8 @@ def stack_resources(clickhouse: ClickHouseResource, postgres_url: str, object_st
 def seed_stack(resources: dict, instance: dg.DagsterInstance, sessions: list, quotas: dict[int, int]) -> None:
     insert_rows(resources["clickhouse"], session_events(sessions))
     for definition in fault_scanner_definitions():
-        add_scanner(instance, resources["postgres"], **{**definition, "scanner_id": definition.pop("id")})
+        scanner_id = definition.pop("id")
+        add_scanner(instance, resources["postgres"], scanner_id=scanner_id, **definition)
     set_quotas(resources["postgres"].url, quotas)
 
 
@@ -416,11 +417,13 @@ def test_postgres_restarted_mid_page_or_cut_off_for_a_run_then_the_next_tick_rec
     final = at("2026-11-20T02:50:00")
     expected = expected_observation_keys(sessions, final - SETTLE)
     server = pgserver.get_server(tmp_path / "pg")
+    pool = None
     try:
         postgres.ensure_database(server.get_uri("postgres"), "app")
         app_url = server.get_uri("app")
         store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
         resources = stack_resources(clickhouse_resource, app_url, store)
+        pool = resources["postgres"].pool()
         with dg.instance_for_test() as instance:  # Dagster's own storage stays up: only the app's Postgres fails
             seed_stack(resources, instance, sessions, exact_quotas(expected))
             assert all(run["success"] for run in tick(resources, instance, at("2026-11-20T02:00:00"))["runs"])
@@ -464,7 +467,10 @@ def test_postgres_restarted_mid_page_or_cut_off_for_a_run_then_the_next_tick_rec
             state = stack_state(resources, instance, final, local_objects(tmp_path / "objects"))
         assert_store_state(state, expected, final - SETTLE, sessions)
     finally:
-        resources["postgres"].pool().close()
+        if pool is not None:
+            pool.close()
+        # pgserver tracks the postmaster it started: the restarted one is stopped here.
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
         server.cleanup()
 
 
