@@ -45,6 +45,8 @@ sweep_job = dg.define_asset_job(
     description="Sweep one (scanner, day) partition: candidates, observations, batch objects.",
 )
 WILL_RETRY_TAG = "dagster/will_retry"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+MAX_RUNTIME_SECONDS = 3600  # a sweep of one (scanner, day) takes seconds to minutes
 # "<run id> <host> <pid> <process start>" of the process executing a run in-process
 # (`session-assets sweep`), so that a tick can tell when that process is gone.
 WORKER_TAG = "session_assets/worker"
@@ -218,6 +220,9 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.R
                     AS_OF_TAG: now.isoformat(),
                     sweeps.SWEEP_TAG: source,
                     sweeps.ATTEMPT_TAG: str(request.attempt),
+                    # The default run launcher cannot see a killed run worker: run monitoring
+                    # fails a run still going after this long, and the next tick retries it.
+                    MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS),
                 },
             )
         )

@@ -48,6 +48,7 @@ def test_the_sensor_registers_scanners_and_requests_due_runs(instance, chdb_url,
     assert requested[:3] == [d.isoformat() for d in days]
     assert sorted(requested[3:]) == sorted(f"{d}|{s}" for d in (yesterday, today) for s in ("ai-spend", "checkout-errors", "rage-clicks"))
     assert all(r.tags["session_assets/as_of"] for r in result.run_requests)
+    assert all(r.tags["dagster/max_runtime"] == "3600" for r in result.run_requests)  # a killed worker is failed
     (added,) = result.dynamic_partitions_requests
     assert list(added.partition_keys) == ["ai-spend"]
     assert result.cursor == "1"
