@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from session_assets.days import day_start
+from session_assets.watermarks import LOOKBACK
 from session_assets.watermarks import frontier as sweep_frontier
 
 # Only this many days back are watched; an older incomplete partition needs a hand backfill.
@@ -115,7 +116,9 @@ def plan_tick(
 
     # Rollups: today; earlier days until they settle, if rolled before or needed by a scanner.
     enabled = [s for s in state.scanners if s.enabled]
-    needed_from = min((s.start_at.date() for s in enabled), default=now.date()) - timedelta(days=1)
+    # A first sweep reads sessions that started up to LOOKBACK before the scanner's start, and
+    # the day before that too (so a too-early start shows whole and is excluded, not truncated).
+    needed_from = min(((s.start_at - LOOKBACK).date() for s in enabled), default=now.date()) - timedelta(days=1)
     rolling: set[date] = set()
     for day in sorted(state.rollups.keys() | set(watched_days(now, state.start_date))):
         rollup = state.rollups.get(day, PartitionState())

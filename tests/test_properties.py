@@ -1,14 +1,31 @@
 """Property tests: random event histories swept tick by tick through the package's
-real code path (`execute_tick`, as `session-assets sweep --now` runs it) on real
-chDB, Postgres and a local object store, compared with the independent oracle in
-tests/oracle.py.
+real code path (`execute_tick`, as `session-assets sweep --now` and the sensor run
+it) on real chDB, Postgres and a local object store, compared with the independent
+oracle in tests/oracle.py.
+
+Histories mix two teams with the same session ids, events in the same microsecond,
+sessions that end in the same microsecond, cross midnight or last 20-40 h, late
+inserts (up to 40 h after the event), session ids of length 0, 1, 128 and 129,
+sample rates 0, 0.00004, 0.29 and 1, and up to three scanners of kinds match and
+threshold with assorted filters; ticks fall anywhere or exactly on the edges
+(a session's end on the frontier, a microsecond before it, just after it settles).
+
+After every tick: the rollup rows of every day the tick rolled equal a fresh
+aggregation as of the tick; the same (scanner, day) partitions were swept, to the
+same watermark and completeness; the observations (verdict, score, day, late)
+equal the oracle's, none twice, and every batch object holds exactly its rows.
+After the last tick (every day settled, every event inserted): nothing eligible
+was lost, and every rollup row equals a fresh aggregation of all events.
 
 `pytest --slow tests/test_properties.py` runs the hypothesis "slow" profile
-(many more examples) instead of the CI budget.
+(200 random examples, shrunk on failure) instead of the CI budget.
+
+The last section holds plain examples of the discrepancies the oracle found.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import uuid
@@ -20,7 +37,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
 from session_assets.definitions import build_definitions
@@ -38,9 +55,9 @@ T0 = oracle.day_start(D0)
 
 # --- generating histories --------------------------------------------------------
 
-TEAMS = (1, 2)
+TEAMS = (1, 1, 2)  # team 2 holds the same session ids as team 1
 # The same ids in several teams; lengths 0, 1, 128 and 129 at the eligibility edges.
-SESSION_IDS = ("a", "b", "s-1", "S-1", "z" * 128, "y" * 129, "")
+SESSION_IDS = ("a", "b", "c", "d", "e", "s-1", "S-1", "z" * 128, "y" * 129, "")
 URLS = ("https://shop/checkout", "https://shop/Checkout/done", "https://shop/home", "")
 EVENT_NAMES = ("$pageview", "$pageview", "$autocapture", "$rageclick", "$exception", "$ai_generation", "signup")
 FILTERS: tuple[dict[str, Any], ...] = (
@@ -55,7 +72,7 @@ FILTERS: tuple[dict[str, Any], ...] = (
     {"events": [{"event": "$pageview", "properties": [{"key": "$current_url", "op": "icontains", "value": "/CHECKOUT"}]}]},
     {"events": [{"event": "$pageview", "properties": [{"key": "$current_url", "op": "exact", "value": "https://shop/home"}]}]},
 )
-RATES = (1.0, 1.0, 1.0, 0.29, 0.29, 0.00004, 0.0)
+RATES = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.29, 0.29, 0.00004, 0.0)
 LATEST_LATE_INSERT = timedelta(hours=40)  # well inside the 48 h lateness horizon
 
 
@@ -77,37 +94,108 @@ def _event(name: str, ts: datetime, sid: str, team: int, inserted_at: datetime, 
     }
 
 
+HOURS = 3600
+
+
+def _plain(name: str, ts: str, sid: str, team: int = 1, inserted: str | None = None) -> dict[str, Any]:
+    """An event at `ts` (ISO, UTC), inserted 2 s later unless `inserted` says when."""
+    when = at(ts)
+    rng = random.Random(f"{name} {ts} {sid} {team}")
+    return _event(name, when, sid, team, at(inserted) if inserted else when + timedelta(seconds=2), rng)
+
+
+def boundary_history() -> "History":
+    """Every eligibility edge at once, checked on every run (hypothesis explicit example)."""
+    events = [
+        # Settle cutoff, inclusive: "on-cutoff" ends exactly on the first tick's frontier.
+        _plain("$pageview", "2024-03-04T09:50:00", "on-cutoff"),
+        _plain("$exception", "2024-03-04T10:00:00.000001", "on-cutoff"),
+        _plain("$pageview", "2024-03-04T09:50:00", "after-cutoff"),
+        _plain("$rageclick", "2024-03-04T10:00:00.000002", "after-cutoff"),
+        # Keyset ties: three sessions end in the same microsecond, on the second tick's frontier.
+        *[_plain("$pageview", "2024-03-04T11:00:00.500000", sid) for sid in ("tie-1", "tie-2", "tie-3")],
+        # Session id lengths 1, 128 (eligible), 0 and 129 (never).
+        *[_plain("$autocapture", "2024-03-04T08:00:00", sid) for sid in ("a", "z" * 128, "", "y" * 129)],
+        # Lookback: the scanner starts at 06:00, so sessions must start at or after 04:00 the day before.
+        _plain("$pageview", "2024-03-03T04:00:00", "lookback-in"),
+        _plain("$pageview", "2024-03-04T07:00:00", "lookback-in"),
+        _plain("$pageview", "2024-03-03T03:59:59.999999", "lookback-out"),
+        _plain("$pageview", "2024-03-04T07:00:00", "lookback-out"),
+        # Ended before the scanner started, and exactly when it started.
+        _plain("$pageview", "2024-03-04T05:00:00", "before-start"),
+        _plain("$pageview", "2024-03-04T06:00:00", "at-start"),
+        # Across midnight.
+        _plain("$pageview", "2024-03-04T23:50:00", "midnight"),
+        _plain("$exception", "2024-03-05T00:10:00", "midnight"),
+        # Late: all of it inserted long after the watermark passed it; then an exception of
+        # "quiet" arrives late, after it was observed without one.
+        _plain("$pageview", "2024-03-04T11:40:00", "late", inserted="2024-03-05T02:00:00"),
+        _plain("$exception", "2024-03-04T11:45:00", "late", inserted="2024-03-05T02:00:00"),
+        _plain("$pageview", "2024-03-04T09:00:00", "quiet"),
+        _plain("$exception", "2024-03-04T09:10:00", "quiet", inserted="2024-03-04T20:00:00"),
+        # Team 2 has sessions with the same ids.
+        _plain("$exception", "2024-03-04T09:00:00", "a", team=2),
+        _plain("$exception", "2024-03-04T09:00:00", "tie-1", team=2),
+        _plain("$rageclick", "2024-03-04T09:05:00", "tie-1", team=2),
+    ]
+    start = at("2024-03-04T06:00:00")
+    scanners = [
+        oracle.Scanner("edges", 1, start),
+        oracle.Scanner("errors", 1, start, filter={"counters": {"exception_count": {"gte": 1}}}),
+        oracle.Scanner("scored", 2, at("2024-03-04T00:00:00"), kind="threshold", weights={"exception_count": 2, "rageclick_count": 1}, flag_at=3),
+        oracle.Scanner("sampled", 1, start, sample_rate=0.29),
+    ]
+    ticks = [
+        at("2024-03-04T10:35:00.000001"),
+        at("2024-03-04T11:35:00.500000"),
+        at("2024-03-04T12:40:00"),
+        at("2024-03-05T03:00:00"),
+        at("2024-03-06T00:36:00"),
+    ]
+    return History(events, scanners, ticks)
+
+
 @st.composite
 def histories(draw) -> "History":
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     # Shared end times: sessions that end in the same microsecond (keyset ties).
-    anchors = [T0 + timedelta(seconds=draw(st.integers(0, 60 * 3600)), microseconds=draw(st.sampled_from([0, 1, 999_999]))) for _ in range(2)]
+    anchors = [
+        T0 + timedelta(seconds=draw(st.integers(0, 48 * HOURS)), microseconds=draw(st.sampled_from([0, 1, 999_999])))
+        for _ in range(2)
+    ]
     events: list[dict[str, Any]] = []
-    for _ in range(draw(st.integers(1, 9))):
+    moments: list[datetime] = []  # where ticks are interesting: when sessions settle
+    edges: list[datetime] = []  # session starts and ends
+    for _ in range(draw(st.integers(3, 14))):
         team = draw(st.sampled_from(TEAMS))
         sid = draw(st.sampled_from(SESSION_IDS))
         shape = draw(st.sampled_from(["point", "short", "short", "midnight", "long", "tie"]))
         if shape == "tie":
             end = draw(st.sampled_from(anchors))
             start = end - timedelta(seconds=draw(st.sampled_from([0, 40, 3000])))
+        elif shape == "midnight":  # across a midnight
+            midnight = oracle.day_start(D0 + timedelta(days=draw(st.integers(1, 2))))
+            start = midnight - timedelta(seconds=draw(st.integers(1, HOURS)), microseconds=draw(st.integers(0, 999_999)))
+            end = midnight + timedelta(seconds=draw(st.integers(0, HOURS)))
         else:
-            start = T0 + timedelta(seconds=draw(st.integers(0, 60 * 3600)), microseconds=draw(st.integers(0, 999_999)))
-            if shape == "midnight":  # across a midnight
-                midnight = oracle.day_start(start.date() + timedelta(days=1))
-                start = midnight - timedelta(seconds=draw(st.integers(1, 3600)))
-                end = midnight + timedelta(seconds=draw(st.integers(0, 3600)))
-            else:
-                length = {"point": 0, "short": draw(st.integers(1, 3 * 3600)), "long": draw(st.integers(20 * 3600, 50 * 3600))}[shape]
-                end = start + timedelta(seconds=length)
-        times = [start, end] + [start + (end - start) * rng.random() for _ in range(draw(st.integers(0, 2)))]
+            start = T0 + timedelta(seconds=draw(st.integers(0, 48 * HOURS)), microseconds=draw(st.integers(0, 999_999)))
+            length = {"point": 0, "short": draw(st.integers(1, 3 * HOURS)), "long": draw(st.integers(20 * HOURS, 40 * HOURS))}
+            end = start + timedelta(seconds=length[shape])
+        times = sorted([start, end] + [start + (end - start) * rng.random() for _ in range(draw(st.integers(0, 2)))])
         if draw(st.booleans()):
-            times.append(rng.choice(times))  # two events in the same microsecond
-        for ts in times:
-            if draw(st.integers(0, 5)) == 0:  # late: inserted well after its timestamp
-                inserted = ts + timedelta(seconds=draw(st.integers(3600, int(LATEST_LATE_INSERT.total_seconds()))))
-            else:
-                inserted = ts + timedelta(seconds=2)
-            events.append(_event(draw(st.sampled_from(EVENT_NAMES)), ts, sid, team, inserted, rng))
+            times.append(rng.choice(times))  # two events of the session in the same microsecond
+        # Late inserts: none, some events, the whole session, or its tail (inserted well after the fact).
+        lateness = draw(st.sampled_from(["none", "none", "some", "all", "tail"]))
+        moments.append(end + oracle.SETTLE)
+        edges += [start, end]
+        if end - start > oracle.LOOKBACK:  # inside a long session, once the lookback has passed its start
+            moments.append(start + oracle.LOOKBACK + oracle.SETTLE)
+        delay = timedelta(seconds=draw(st.integers(HOURS, int(LATEST_LATE_INSERT.total_seconds()))))
+        for n, ts in enumerate(times):
+            late = {"none": False, "some": rng.random() < 0.4, "all": True, "tail": n == len(times) - 1}[lateness]
+            jitter = timedelta(seconds=rng.randint(0, 600))
+            inserted = end + delay - jitter if late else ts + timedelta(seconds=2)
+            events.append(_event(draw(st.sampled_from(EVENT_NAMES)), ts, sid, team, min(inserted, ts + LATEST_LATE_INSERT), rng))
 
     scanners = []
     for n in range(draw(st.integers(1, 3))):
@@ -116,7 +204,18 @@ def histories(draw) -> "History":
             oracle.Scanner(
                 id=f"scan-{n}",
                 team_id=draw(st.sampled_from(TEAMS)),
-                start_at=T0 + timedelta(seconds=draw(st.integers(0, 60 * 3600))),
+                # Anywhere in the first day and a half, in the first 2 h of a later day (its lookback
+                # reaches two days back), or exactly at a session's start or end (keyset edges).
+                start_at=draw(
+                    st.one_of(
+                        st.integers(-2 * HOURS, 36 * HOURS).map(lambda s: T0 + timedelta(seconds=s)),
+                        st.integers(-2 * HOURS, 12 * HOURS).map(lambda s: T0 + timedelta(seconds=s)),
+                        st.tuples(st.integers(1, 2), st.integers(0, 2 * HOURS)).map(
+                            lambda d: T0 + timedelta(days=d[0], seconds=d[1])
+                        ),
+                        st.sampled_from(sorted(edges)),
+                    )
+                ),
                 filter=draw(st.sampled_from(FILTERS)),
                 sample_rate=draw(st.sampled_from(RATES)),
                 kind=kind,
@@ -125,14 +224,24 @@ def histories(draw) -> "History":
             )
         )
 
-    # Every day settled, every event inserted: the last tick must see everything.
-    last_day = max(max(e["timestamp"], e["inserted_at"]) for e in events).date()
+    # The last tick sees every event inserted and every day settled.
     final = max(
-        oracle.day_start(last_day + timedelta(days=1)) + oracle.SETTLE + timedelta(minutes=1),
+        oracle.day_start(max(e["timestamp"] for e in events).date() + timedelta(days=1)) + oracle.SETTLE + timedelta(minutes=1),
         max(e["inserted_at"] for e in events) + timedelta(minutes=1),
     )
-    offsets = draw(st.lists(st.integers(60, int((final - T0).total_seconds() // 60) - 1), min_size=1, max_size=4, unique=True))
-    ticks = [T0 + timedelta(minutes=m) for m in sorted(offsets)] + [final]
+    # Ticks anywhere, or at an interesting moment: exactly when a session settles (its end on
+    # the frontier), a microsecond before, or up to 90 minutes after (so that late events find
+    # the watermark past the session); sometimes two ticks 5 minutes apart, as the sensor runs them.
+    span = final - T0
+    anywhere = st.integers(30, int(span.total_seconds() // 60) - 6).map(lambda m: T0 + timedelta(minutes=m))
+    near = st.tuples(
+        st.sampled_from(sorted(moments)),
+        st.sampled_from([timedelta(0), timedelta(microseconds=-1), timedelta(minutes=5), timedelta(minutes=47), timedelta(minutes=90)]),
+    ).map(lambda m: m[0] + m[1])
+    chosen = set(draw(st.lists(st.one_of(anywhere, near), min_size=1, max_size=3)))
+    if draw(st.booleans()):
+        chosen.add(max(chosen) + timedelta(minutes=5))
+    ticks = sorted(t for t in chosen if T0 + timedelta(minutes=30) <= t < final - timedelta(minutes=1)) + [final]
     return History(events, scanners, ticks)
 
 
@@ -195,6 +304,20 @@ class Stack:
                 "SELECT scanner_id, session_id, verdict, score, day, (evidence->'session'->>'late')::boolean FROM observations"
             ).fetchall()
         return {(r[0], r[1]): tuple(r[2:]) for r in rows}
+
+    def batches_agree(self) -> None:
+        """Every batch row names an object holding exactly the observations written with it (SPEC §8)."""
+        with self.pool.connection() as conn:
+            batches = conn.execute("SELECT scanner_id, object_key, rows FROM observation_batches").fetchall()
+            rows = conn.execute("SELECT scanner_id, session_id, verdict, batch_key FROM observations").fetchall()
+        by_key: dict[str, set[tuple[str, str, str]]] = {}
+        for scanner_id, session_id, verdict, key in rows:
+            by_key.setdefault(key, set()).add((scanner_id, session_id, verdict))
+        assert sorted(b[1] for b in batches) == sorted(by_key), "batch rows and observations' batch keys differ"
+        for scanner_id, key, count in batches:
+            lines = [json.loads(line) for line in gzip.decompress(self.object_store.get(key)).splitlines()]
+            assert len(lines) == count == len(by_key[key])
+            assert {(o["scanner_id"], o["session_id"], o["verdict"]) for o in lines} == by_key[key]
 
     def duplicates(self) -> list[tuple]:
         with self.pool.connection() as conn:
@@ -278,6 +401,7 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
 
             assert stack.observations() == expected_observations(model), f"tick {now}: observations"
             assert stack.duplicates() == []
+            stack.batches_agree()
 
     final = history.ticks[-1]
     for o in model.observations.values():
@@ -285,8 +409,11 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
     for s in oracle.sessions(history.events, final):
         if s.end - s.start > oracle.LOOKBACK:
             event("session longer than the lookback")
-    # Nothing lost: after the last tick (every day settled, every event inserted), every
-    # session the SPEC makes eligible without any walk subtleties has been observed.
+    # Nothing lost (SPEC §5, §6 "Late data"), checked without the oracle's walk: after the last
+    # tick, every session of the scanner's team with a valid id, ended after the scanner
+    # started, no longer than the lookback, passing the filter and the sample has been
+    # observed. (Its events all arrived within 40 h, inside the 48 h lateness horizon, so
+    # the sweep after the last of them considers it whole.)
     observed = stack.observations()
     for scanner in history.scanners:
         for s in oracle.sessions(history.events, final):
@@ -310,27 +437,98 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
 # --- the properties --------------------------------------------------------------
 
 
-# CI budget: a few derandomized examples; `--slow` loads the "slow" profile (tests/conftest.py).
+# CI budget: a few derandomized examples, and a failure is reported as found rather than
+# shrunk for minutes (each example costs seconds); `pytest --slow` loads the "slow"
+# profile (tests/conftest.py): many more random examples, shrunk.
 SLOW = settings.get_current_profile_name() == "slow"
-BUDGET: dict[str, Any] = {} if SLOW else {"max_examples": 10, "derandomize": True}
-import os
-if os.environ.get("NOSHRINK"):
-    from hypothesis import Phase
-    BUDGET["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]
-if os.environ.get("NEX"):
-    BUDGET["max_examples"] = int(os.environ["NEX"])
-    BUDGET["derandomize"] = False
+BUDGET: dict[str, Any] = (
+    {}
+    if SLOW
+    else {"max_examples": 8, "derandomize": True, "phases": [Phase.explicit, Phase.reuse, Phase.generate]}
+)
 
 
+@pytest.mark.timeout(3600 if SLOW else 600)  # 200 examples of a few seconds each, then shrinking
 @settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
     **BUDGET,
 )
 @given(history=histories())
+@example(history=boundary_history())
 def test_sweeps_match_the_oracle(history, chdb_url, postgres_resource, tmp_path):
     note(history.describe())
     run_history(history, chdb_url, postgres_resource, tmp_path)
+
+
+# --- discrepancies the oracle found, as plain examples -----------------------------
+
+
+def ticked(history: History, chdb_url: str, postgres: PostgresResource, folder: Path) -> dict[str, dict[str, Any]]:
+    """Run the ticks through the package only; {session_id: evidence} of the first scanner."""
+    stack = Stack(chdb_url, postgres, folder)
+    stack.insert(history.events)
+    for scanner in history.scanners:
+        stack.add_scanner(scanner)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for now in history.ticks:
+            report = execute_tick(stack.defs, instance, stack.pool, now)
+            assert all(run["success"] for run in report["runs"])
+    with stack.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT session_id, evidence FROM observations WHERE scanner_id = %s", (history.scanners[0].id,)
+        ).fetchall()
+    return dict(rows)
+
+
+def test_a_session_longer_than_the_lookback_is_not_observed_whatever_the_tick_cadence(chdb_url, postgres_resource, tmp_path):
+    """SPEC §6.3: a session that started more than 26 h before the watermark is no candidate;
+    the late-data rule is for sessions the watermark already passed.
+
+    The package also applies its late branch (max_inserted_at newer than the previous sweep,
+    lookback widened to 48 + 26 h) to sessions the watermark has not passed yet: whether this
+    30-hour session is observed then depends on the tick cadence.
+    """
+    events = [_plain("$pageview", "2024-03-03T22:00:00", "long"), _plain("$autocapture", "2024-03-05T04:00:00", "long")]
+    scanner = oracle.Scanner("scan-0", 1, at("2024-03-04T00:00:00"), filter={"counters": {"event_count": {"gte": 2}}})
+    cadences = {
+        "3-hour gap": [at("2024-03-05T02:00:00"), at("2024-03-05T05:00:00"), at("2024-03-06T01:00:00")],
+        "5-minute ticks": [at("2024-03-05T02:00:00"), at("2024-03-05T04:30:00"), at("2024-03-05T04:35:00"), at("2024-03-06T01:00:00")],
+    }
+    seen = {}
+    for name, ticks in cadences.items():
+        model = oracle.Sweeps(events, [scanner])
+        for now in ticks:
+            model.tick(now)
+        assert model.observations == {}
+        seen[name] = set(ticked(History(events, [scanner], ticks), chdb_url, postgres_resource, tmp_path))
+    assert seen == {"3-hour gap": set(), "5-minute ticks": set()}
+
+
+def test_a_scanner_starting_before_2am_sees_whole_sessions_from_two_days_before(chdb_url, postgres_resource, tmp_path):
+    """SPEC §6.1/§6.3: start and counters are those of the whole session.
+
+    A scanner starting at 01:00 looks back to 23:00 two days before (26 h), but the sensor
+    rolls up only from the day before the scanner's start: the earlier day's events are
+    missing from the sessions it sees. "too-early" (started 21:00, before the lookback) is
+    then observed, and "counted" (3 events, started 23:30) is observed with 2.
+    """
+    events = [
+        _plain("$pageview", "2024-03-04T21:00:00", "too-early"),
+        _plain("$pageview", "2024-03-05T12:00:00", "too-early"),
+        _plain("$autocapture", "2024-03-06T01:30:00", "too-early"),
+        _plain("$pageview", "2024-03-04T23:30:00", "counted"),
+        _plain("$pageview", "2024-03-05T12:00:00", "counted"),
+        _plain("$autocapture", "2024-03-06T01:30:00", "counted"),
+    ]
+    scanner = oracle.Scanner("scan-0", 1, at("2024-03-06T01:00:00"))
+    ticks = [at("2024-03-06T03:00:00"), at("2024-03-07T01:00:00")]
+    model = oracle.Sweeps(events, [scanner])
+    for now in ticks:
+        model.tick(now)
+    assert set(model.observations) == {("scan-0", "counted")}
+    seen = ticked(History(events, [scanner], ticks), chdb_url, postgres_resource, tmp_path)
+    assert {sid: evidence.get("event_count") for sid, evidence in seen.items()} == {"counted": 3}
 
 
 def test_city_hash64_matches_clickhouse(clickhouse_resource):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -42,11 +42,14 @@ def test_the_sensor_registers_scanners_and_requests_due_runs(instance, chdb_url,
         with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
             result = sweep_sensor(context)
     today, yesterday = now.date(), now.date() - timedelta(days=1)
-    days = [yesterday - timedelta(days=1), yesterday, today]  # scanners start yesterday: they need the day before
+    # The scanners start a day ago: their first sweeps read sessions that started up to 26 h
+    # earlier, and the day before that.
+    first = (now - timedelta(days=1, hours=26)).astimezone(timezone.utc).date() - timedelta(days=1)
+    days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
     requested = [r.partition_key for r in result.run_requests]
     # Rollups first; the sweeps are queued behind them and see what they roll up.
-    assert requested[:3] == [d.isoformat() for d in days]
-    assert sorted(requested[3:]) == sorted(f"{d}|{s}" for d in (yesterday, today) for s in ("ai-spend", "checkout-errors", "rage-clicks"))
+    assert requested[: len(days)] == [d.isoformat() for d in days]
+    assert sorted(requested[len(days) :]) == sorted(f"{d}|{s}" for d in (yesterday, today) for s in ("ai-spend", "checkout-errors", "rage-clicks"))
     assert all(r.tags["session_assets/as_of"] for r in result.run_requests)
     assert all(r.tags["dagster/max_runtime"] == "3600" for r in result.run_requests)  # a killed worker is failed
     (added,) = result.dynamic_partitions_requests

@@ -58,6 +58,7 @@ def test_settle_window_crossing_midnight_keeps_yesterday_open_and_gates_today():
     now = at("2024-03-02T00:20:00")
     before = at("2024-03-02T00:15:00")
     rollups = {
+        date(2024, 2, 28): rolled(before, date(2024, 2, 28)),  # read by the first sweep's 26 h lookback
         date(2024, 2, 29): rolled(before, date(2024, 2, 29)),
         date(2024, 3, 1): rolled(before, date(2024, 3, 1)),
         date(2024, 3, 2): rolled(before, date(2024, 3, 2)),
@@ -76,19 +77,20 @@ def test_settle_window_crossing_midnight_keeps_yesterday_open_and_gates_today():
 def test_sweeps_follow_the_rollups_they_need():
     scanner = ScannerState("s", True, at("2024-03-01T08:00:00"))
     now = at("2024-03-01T12:05:00")
+    before = rolled(at("2024-03-01T12:00:00"), date(2024, 2, 28))  # read by the 26 h lookback
     yesterday = rolled(at("2024-03-01T12:00:00"), date(2024, 2, 29))
     today = rolled(at("2024-03-01T12:00:00"), date(2024, 3, 1))
     swept_at_12 = {("s", date(2024, 3, 1)): swept(at("2024-03-01T12:00:00"), at("2024-03-01T12:00:00") - SETTLE)}
     # Today's rollup runs first in this tick, so the sweep queued behind it can move.
-    plan = plan_tick(state(now, [scanner], {date(2024, 2, 29): yesterday, date(2024, 3, 1): today}, swept_at_12))
+    plan = plan_tick(state(now, [scanner], {date(2024, 2, 28): before, date(2024, 2, 29): yesterday, date(2024, 3, 1): today}, swept_at_12))
     assert keys(plan) == ["rollups:2024-03-01", "sweep:2024-03-01|s"]
     # With today's rollup still running, a sweep could not get past its last frontier: wait.
     busy = PartitionState(materialized_at=today.materialized_at, covered_until=today.covered_until, in_flight=True)
-    plan = plan_tick(state(now, [scanner], {date(2024, 2, 29): yesterday, date(2024, 3, 1): busy}, swept_at_12))
+    plan = plan_tick(state(now, [scanner], {date(2024, 2, 28): before, date(2024, 2, 29): yesterday, date(2024, 3, 1): busy}, swept_at_12))
     assert keys(plan) == [] and plan.waiting["2024-03-01|s"] == "rollups have not advanced since the last sweep"
     # Never rolled up and not being rolled: wait for the rollups.
     failing = PartitionState(failures=1, last_failure_at=now)
-    plan = plan_tick(state(now, [scanner], {date(2024, 2, 29): yesterday, date(2024, 3, 1): failing}))
+    plan = plan_tick(state(now, [scanner], {date(2024, 2, 28): before, date(2024, 2, 29): yesterday, date(2024, 3, 1): failing}))
     assert plan.waiting["2024-03-01|s"] == "rollups not materialized"
 
 
@@ -115,6 +117,7 @@ def test_in_flight_partitions_are_not_doubled():
     scanner = ScannerState("s", True, at("2024-03-01T08:00:00"))
     now = at("2024-03-01T12:00:00")
     rollups = {
+        date(2024, 2, 28): rolled(now, date(2024, 2, 28)),
         date(2024, 2, 29): rolled(now, date(2024, 2, 29)),
         date(2024, 3, 1): PartitionState(materialized_at=now, covered_until=now, in_flight=True),
     }
@@ -133,8 +136,10 @@ def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
     sweeps = {(s.id, d): swept(at("2024-03-01T09:00:00"), last - SETTLE, complete=d < date(2024, 3, 1))
               for s in scanners for d in days[:3]}  # fmt: skip
     plan = plan_tick(state(now, scanners, rollups, sweeps))
-    assert [k for k in keys(plan) if k.startswith("rollups")] == ["rollups:2024-02-27", "rollups:2024-03-03"]
-    assert keys(plan)[:2] == ["rollups:2024-02-27", "rollups:2024-03-03"]  # never starved by the catch-up
+    # Never rolled days the scanners' 26 h lookback reads (and the day before it), and today.
+    rolled_now = ["rollups:2024-02-25", "rollups:2024-02-26", "rollups:2024-02-27", "rollups:2024-03-03"]
+    assert [k for k in keys(plan) if k.startswith("rollups")] == rolled_now
+    assert keys(plan)[:4] == rolled_now  # never starved by the catch-up
     swept_now = [r for r in plan.requests if r.asset == "sweep"]
     assert len(swept_now) == MAX_REQUESTS_PER_TICK and plan.deferred == 3 * 30 - MAX_REQUESTS_PER_TICK
     assert [r.day for r in swept_now] == sorted(r.day for r in swept_now)
@@ -143,7 +148,7 @@ def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
 
 def test_new_scanners_become_partitions_and_disabled_ones_are_not_swept():
     now = at("2024-03-01T12:00:00")
-    rollups = {d: rolled(now - timedelta(minutes=5), d) for d in (date(2024, 2, 29), date(2024, 3, 1))}
+    rollups = {d: rolled(now - timedelta(minutes=5), d) for d in (date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1))}
     new = ScannerState("new", True, at("2024-03-01T09:00:00"))
     off = ScannerState("off", False, at("2024-02-01T00:00:00"))
     plan = plan_tick(state(now, [new, off], rollups, known={"off"}))

@@ -65,7 +65,9 @@ WHERE session_end <= {window_end:DateTime64(6, 'UTC')}
           AND session_start >= {min_start:DateTime64(6, 'UTC')}
       )
       OR (
+          -- Late: the watermark passed it before its last events arrived.
           {late_enabled:Bool}
+          AND (session_end, session_id) <= ({watermark_end:DateTime64(6, 'UTC')}, {watermark_session_id:String})
           AND max_inserted_at > {late_since:DateTime64(6, 'UTC')}
           AND session_end > {late_floor:DateTime64(6, 'UTC')}
           AND session_start >= {late_min_start:DateTime64(6, 'UTC')}
