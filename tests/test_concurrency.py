@@ -271,7 +271,8 @@ def test_two_overlapping_ticks_plan_the_same_runs_and_observe_each_session_once(
             assert all(run["success"] for run in report["runs"]), report
             assert all(run.get("quota_skipped", 0) == 0 for run in report["runs"]), report  # exact limits
         planned = [sorted(run["partition"] for run in report["runs"]) for report in reports]
-        assert planned[0] == planned[1] == sorted(["2026-11-19", FAULT_DAY.isoformat(), SHOP, WEB])
+        # The rollup days the scanners' first sweeps read (26 h lookback and the day before), and the sweeps.
+        assert planned[0] == planned[1] == sorted(["2026-11-17", "2026-11-18", "2026-11-19", FAULT_DAY.isoformat(), SHOP, WEB])
         for partition in (SHOP, WEB):
             scanner_id = partition.split("|")[1]
             total = sum(run["observed"] for report in reports for run in report["runs"] if run["partition"] == partition)
