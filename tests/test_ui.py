@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -149,7 +149,13 @@ BACKFILLED = "ai-spend"
 
 @pytest.mark.timeout(900)
 def test_the_sensor_retries_a_failed_partition_until_it_succeeds_and_a_backfill_beside_it_double_counts_nothing(dev):
-    today = datetime.now(timezone.utc).date().isoformat()
+    # A partition the sensor sweeps on every tick for the next few minutes: today's, once its
+    # frontier (now - 35 min) is inside it; just after midnight, yesterday's, until it settles.
+    now = datetime.now(timezone.utc)
+    if time(0, 28) <= now.time() < time(0, 40):  # neither day is swept for long enough
+        wait_until(lambda: datetime.now(timezone.utc).time() >= time(0, 40), 13 * 60, "00:40 UTC", 5.0)
+        now = datetime.now(timezone.utc)
+    today = (now.date() if now.time() >= time(0, 40) else now.date() - timedelta(days=1)).isoformat()
     partition = f"{today}|{BROKEN}"
 
     def partition_runs(status: str | None = None) -> list[dict]:
