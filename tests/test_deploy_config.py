@@ -148,7 +148,7 @@ def test_production_config_takes_every_secret_from_the_environment():
     text = PROD_YAML.read_text()
     assert not re.search(r"arn:aws:", text), "account-specific ARNs belong in the environment"
     # The only URL is the commented example, whose password is the word itself.
-    assert re.findall(r"://([^/\s]*)@", text) == ["user:password"]
+    assert re.findall(r"://([^/\s]*)@", text) == ["<user>:<password>"]
 
 
 def test_the_production_instance_builds_as_the_daemon_builds_it(tmp_path, prod_env, postgres_admin_url, monkeypatch):
