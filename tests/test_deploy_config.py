@@ -147,7 +147,7 @@ def test_production_config_takes_every_secret_from_the_environment():
         assert set(launcher["task_definition"][key]) == {"env"}, key
     text = PROD_YAML.read_text()
     assert not re.search(r"arn:aws:", text), "account-specific ARNs belong in the environment"
-    # The only URL is the commented example, whose password is the word itself.
+    # The only URL is the commented example, with placeholders for user and password.
     assert re.findall(r"://([^/\s]*)@", text) == ["<user>:<password>"]
 
 
