@@ -123,7 +123,7 @@ from benchmarks.rollups import insert_chunked, insertable  # noqa: E402
 from session_assets import clickhouse as ch  # noqa: E402
 from session_assets import demo_data, observations, sensors, sql, stack, sweeps, watermarks  # noqa: E402
 from session_assets import postgres as pg  # noqa: E402
-from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES  # noqa: E402
+from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES, candidate_params  # noqa: E402
 from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
 from session_assets.definitions import build_definitions  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
@@ -352,16 +352,7 @@ def raw_pass(s: Stack, scanners: list[Any], day: date, as_of: datetime) -> RawPa
     for scanner in scanners:
         compiled = compile_filter(scanner.filter)
         window = watermarks.window(watermarks.Watermark(scanner.start_at), frontier, scanner.start_at)
-        params = {
-            **s.clickhouse.table_params(),
-            **window.params(),
-            **compiled.params,
-            "scanner_id": scanner.id,
-            "team_id": scanner.team_id,
-            "day": day,
-            "sample_threshold": scanner.sample_threshold,
-            "as_of": as_of,
-        }
+        params = candidate_params(s.clickhouse, window, compiled, scanner, day, as_of)
         insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
         started = time.perf_counter()
         client.command(insert, parameters=sql.bind(insert, params))

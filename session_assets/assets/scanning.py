@@ -7,6 +7,7 @@ failed run records nothing, so the next run resumes from the last good one.
 
 import time
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -136,16 +137,7 @@ def scanner_sweep(
     window_started = time.monotonic()
     if frontier is not None:
         window = watermarks.window(start.watermark, frontier, stored.start_at)
-        params = {
-            **clickhouse.table_params(),
-            **window.params(),
-            **compiled.params,
-            "scanner_id": scanner.id,
-            "team_id": scanner.team_id,
-            "day": day,
-            "sample_threshold": scanner.sample_threshold,
-            "as_of": as_of,
-        }
+        params = candidate_params(clickhouse, window, compiled, scanner, day, as_of)
         client = clickhouse.client()
         insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
         client.command(insert, parameters=sql.bind(insert, params))
@@ -208,6 +200,22 @@ def scanner_sweep(
             "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
         },
     )
+
+
+def candidate_params(
+    clickhouse: ClickHouseResource, window: watermarks.Window, compiled: Any, scanner: Any, day: date, as_of: datetime
+) -> dict[str, Any]:
+    """The bound parameters of one window's candidates INSERT, walk and stats."""
+    return {
+        **clickhouse.table_params(),
+        **window.params(),
+        **compiled.params,
+        "scanner_id": scanner.id,
+        "team_id": scanner.team_id,
+        "day": day,
+        "sample_threshold": scanner.sample_threshold,
+        "as_of": as_of,
+    }
 
 
 def _starting_point(context: dg.AssetExecutionContext, day: date, scanner_start: datetime, backfill: bool):
