@@ -44,13 +44,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from importlib.metadata import version as version_of
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 if __package__ in (None, ""):  # `python benchmarks/rollups.py`: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import chdb  # noqa: E402
 import dagster as dg  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -292,7 +292,7 @@ def measure(
     print(f"date: {datetime.now(UTC).isoformat(timespec='seconds')}")
     print(
         f"machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} {platform.release()}; "
-        f"python {platform.python_version()}; chdb {chdb.__version__} (ClickHouse {version}); dagster {dg.__version__}"
+        f"python {platform.python_version()}; chdb {version_of('chdb')} (ClickHouse {version}); dagster {dg.__version__}"
     )
     print(f"events: {n_events:,} on {day} (UTC); repetitions: {repeat}; chDB path: {path}")
     print()

@@ -22,6 +22,11 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from session_assets import sql
 
+# chDB carries its own jemalloc, which reads JE_MALLOC_CONF when chDB loads (lazily,
+# on the first chdb:// client). By default it keeps freed pages for 10 s, so a sweep's
+# candidates INSERT and the walk after it hold both peaks at once: return them at once.
+os.environ.setdefault("JE_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+
 
 class ClickHouseUnavailable(RuntimeError):
     """ClickHouse could not be opened or reached; the message says why and where."""

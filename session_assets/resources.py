@@ -44,6 +44,11 @@ class ClickHouseResource(dg.ConfigurableResource):
     def table_params(self) -> dict[str, str]:
         return {**self.events.params("events"), "db": self.database}
 
+    @property
+    def embedded(self) -> bool:
+        """chDB in this process: its memory is the run's memory."""
+        return clickhouse.chdb_path(self.url) is not None
+
     def query(self, name: str, **params: Any) -> QueryResult:
         """Run `sql/clickhouse/<name>.sql` with bound parameters."""
         text = sql.load(f"clickhouse/{name}.sql")

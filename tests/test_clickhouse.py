@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -77,3 +78,32 @@ def test_bad_events_table_names_are_rejected(name):
 def test_in_memory_chdb_is_refused():
     with pytest.raises(ValueError, match="on-disk chDB path"):
         get_client("chdb://memory", "x")
+
+
+DECAY = textwrap.dedent(
+    """
+    import re, sys
+    from session_assets.clickhouse import get_client
+    stats = get_client(sys.argv[1], "decay").query("SELECT * FROM system.jemalloc_stats").result_rows[0][0]
+    print(" ".join(re.findall(r"opt\\.(?:dirty|muzzy)_decay_ms: *-?\\d+", stats)))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("operator_conf", "expected"),
+    [
+        (None, "opt.dirty_decay_ms: 0 opt.muzzy_decay_ms: 0"),  # freed pages go back at once
+        ("dirty_decay_ms:5000", "opt.dirty_decay_ms: 5000 opt.muzzy_decay_ms: 0"),  # an operator's choice wins
+    ],
+)
+def test_chdb_gives_freed_memory_back_at_once_unless_told_otherwise(tmp_path, operator_conf, expected):
+    # A fresh process: chDB's allocator reads its configuration once, when chDB loads.
+    env = {name: value for name, value in os.environ.items() if name != "JE_MALLOC_CONF"}
+    if operator_conf:
+        env["JE_MALLOC_CONF"] = operator_conf
+    done = subprocess.run(
+        [sys.executable, "-c", DECAY, f"chdb://{tmp_path / 'clickhouse'}"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == expected

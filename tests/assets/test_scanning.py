@@ -276,3 +276,32 @@ def test_a_backfill_recomputes_the_partition_and_dedupes_against_sweeps(instance
     meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of + timedelta(minutes=5), backfill=True))
     assert (meta["candidates"], meta["observed"], meta["deduplicated"]) == (4, 0, 4)
     assert observed(resources["postgres"], "errors") == before
+
+
+def test_the_walk_merges_many_parts_in_key_order_without_buffering_them(clickhouse_resource):
+    """A sweep writes its candidates in 8k-row blocks, so a window spans many parts.
+    The walk merges them in (end, id) order with one reader and no chunk buffer per
+    part: with chDB in the run's process that buffer cost ~135 MB over 8 parts."""
+    from session_assets import sql
+
+    client = clickhouse_resource.client()
+    params = {"scanner_id": "walk-plan", "day": DAY, "as_of": at("2024-03-01T23:00:00")}
+    insert = (
+        "INSERT INTO scanner_candidates (scanner_id, team_id, day, session_id, session_end, window_as_of, sampled) "
+        "SELECT {scanner_id:String}, 1, {day:Date}, concat('s', toString(number * 3 + {part:UInt8})), "
+        "{as_of:DateTime64(6, 'UTC')} - toIntervalSecond(number * 3 + {part:UInt8}), {as_of:DateTime64(6, 'UTC')}, 1 "
+        "FROM numbers(100)"
+    )
+    client.command("SYSTEM STOP MERGES scanner_candidates")
+    try:
+        for part in range(3):  # one part each, their keys interleaved
+            client.command(insert, parameters={**params, "part": part})
+        walk = sql.load("clickhouse/candidates_walk.sql")
+        plan = "\n".join(row[0] for row in client.query("EXPLAIN PIPELINE " + walk, parameters=sql.bind(walk, params)).result_rows)
+        rows = client.query(walk, parameters=sql.bind(walk, params)).result_rows
+    finally:
+        client.command("SYSTEM START MERGES scanner_candidates")
+    assert "MergingSortedTransform 3 → 1" in plan, plan
+    assert "BufferChunks" not in plan, plan
+    keys = [(row[4], row[1]) for row in rows]
+    assert len(keys) == 300 and keys == sorted(keys)
