@@ -56,7 +56,7 @@ FROM
     GROUP BY team_id, session_id
 )
 WHERE session_end <= {window_end:DateTime64(6, 'UTC')}
-  AND length(session_id) BETWEEN 1 AND 128
+  AND lengthUTF8(session_id) BETWEEN 1 AND 128  -- characters (valid UTF-8 below), as Postgres counts them
   -- An id with NUL or invalid UTF-8 cannot be stored as Postgres text: never a candidate.
   AND isValidUTF8(session_id) AND position(session_id, '\0') = 0
   AND (

@@ -116,7 +116,9 @@ def test_session_id_length_and_team_isolation(instance, resources):
     add_scanner(instance, resources["postgres"])
     start, end = at("2024-03-01T09:00:00"), at("2024-03-01T09:05:00")
     ok, too_long = "x" * 128, "y" * 129
-    for sid in (ok, too_long, ""):
+    # Characters, not bytes (SPEC §13; Postgres's length() counts characters too).
+    accented_ok, accented_too_long, emoji_ok = "é" * 128, "è" * 129, "😀" * 128
+    for sid in (ok, too_long, "", accented_ok, accented_too_long, emoji_ok):
         insert_rows(resources["clickhouse"], session(sid, start, end))
     insert_rows(resources["clickhouse"], session("shared", start, end, team_id=1))
     insert_rows(resources["clickhouse"], session("shared", start, end, team_id=2) * 3)  # team 2: 6 events
@@ -124,7 +126,7 @@ def test_session_id_length_and_team_isolation(instance, resources):
     roll(instance, resources, as_of)
     sweep(instance, resources, "errors", DAY, as_of)
     seen = observed(resources["postgres"], "errors")
-    assert set(seen) == {ok, "shared"}
+    assert set(seen) == {ok, "shared", accented_ok, emoji_ok}
     assert seen["shared"]["evidence"]["event_count"] == 2  # team 1's counters only
 
 
