@@ -456,6 +456,9 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
         "postgres": PostgresResource(url=pg_url),
         "object_store": ObjectStoreResource(url=f"file://{objects}", s3=S3Resource()),
     }
+    # The sweep asset asks for this before its first query; this child opens chDB
+    # earlier (to count the rollups), so it asks first.
+    resources["clickhouse"].prefer_memory_to_speed()
     client = resources["clickhouse"].client()  # opens the chDB engine
     rollups = int(client.query("SELECT count() FROM session_counter_rollups WHERE day = {day:Date}", parameters={"day": DAY}).result_rows[0][0])
     pool = resources["postgres"].pool()

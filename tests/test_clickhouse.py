@@ -83,27 +83,41 @@ def test_in_memory_chdb_is_refused():
 DECAY = textwrap.dedent(
     """
     import re, sys
-    from session_assets.clickhouse import get_client
-    stats = get_client(sys.argv[1], "decay").query("SELECT * FROM system.jemalloc_stats").result_rows[0][0]
-    print(" ".join(re.findall(r"opt\\.(?:dirty|muzzy)_decay_ms: *-?\\d+", stats)))
+    from session_assets.clickhouse import get_client, prefer_memory_to_speed
+    took = []
+    if sys.argv[2] == "before":
+        took.append(prefer_memory_to_speed())
+    client = get_client(sys.argv[1], "decay")
+    if sys.argv[2] == "after":
+        took.append(prefer_memory_to_speed())
+    stats = client.query("SELECT * FROM system.jemalloc_stats").result_rows[0][0]
+    print(took, " ".join(re.findall(r"opt\\.(?:dirty|muzzy)_decay_ms: *-?\\d+", stats)))
     """
 )
 
 
-@pytest.mark.parametrize(
-    ("operator_conf", "expected"),
-    [
-        (None, "opt.dirty_decay_ms: 0 opt.muzzy_decay_ms: 0"),  # freed pages go back at once
-        ("dirty_decay_ms:5000", "opt.dirty_decay_ms: 5000 opt.muzzy_decay_ms: 0"),  # an operator's choice wins
-    ],
-)
-def test_chdb_gives_freed_memory_back_at_once_unless_told_otherwise(tmp_path, operator_conf, expected):
-    # A fresh process: chDB's allocator reads its configuration once, when chDB loads.
+def _decays(tmp_path, when: str, operator_conf: str | None = None) -> str:
+    # A fresh process each: chDB's allocator reads its configuration once, when chDB loads.
     env = {name: value for name, value in os.environ.items() if name != "JE_MALLOC_CONF"}
     if operator_conf:
         env["JE_MALLOC_CONF"] = operator_conf
     done = subprocess.run(
-        [sys.executable, "-c", DECAY, f"chdb://{tmp_path / 'clickhouse'}"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", DECAY, f"chdb://{tmp_path / 'clickhouse'}", when], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == expected
+    return done.stdout.strip()
+
+
+def test_a_sweep_process_has_chdb_give_freed_memory_back_at_once(tmp_path):
+    assert _decays(tmp_path, "before") == "[True] opt.dirty_decay_ms: 0 opt.muzzy_decay_ms: 0"
+
+
+def test_other_processes_keep_chdbs_faster_default(tmp_path):
+    untouched = _decays(tmp_path, "never")
+    assert untouched.startswith("[] ") and "opt.dirty_decay_ms: 0 " not in untouched
+    # Once chDB is loaded the setting can no longer take effect, and says so.
+    assert _decays(tmp_path, "after") == "[False] " + untouched.removeprefix("[] ")
+
+
+def test_an_operators_allocator_setting_wins(tmp_path):
+    assert _decays(tmp_path, "before", "dirty_decay_ms:7000") == "[True] opt.dirty_decay_ms: 7000 opt.muzzy_decay_ms: 0"
