@@ -28,6 +28,7 @@ from session_assets import sql
 # sweep's peak; it also makes chDB's work 1.5-1.7x slower (docs/performance.md).
 LEAN_MALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 
+
 class ClickHouseUnavailable(RuntimeError):
     """ClickHouse could not be opened or reached; the message says why and where."""
 
