@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from session_assets import sql
 from session_assets.days import SETTLE
 from session_assets.scanners import store
 from tests.support import (
@@ -284,8 +285,6 @@ def test_the_walk_merges_many_parts_in_key_order_without_buffering_them(clickhou
     """A sweep writes its candidates in 8k-row blocks, so a window spans many parts.
     The walk merges them in (end, id) order with one reader and no chunk buffer per
     part: with chDB in the run's process that buffer cost ~135 MB over 8 parts."""
-    from session_assets import sql
-
     client = clickhouse_resource.client()
     params = {"scanner_id": "walk-plan", "day": DAY, "as_of": at("2024-03-01T23:00:00")}
     insert = (
