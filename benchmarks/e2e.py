@@ -327,7 +327,7 @@ def run_rollups(s: Stack, days: list[date], as_of: datetime) -> float:
         if not result.success:
             raise RuntimeError(f"rollup of {day} failed")
     seconds = time.perf_counter() - started
-    s.client.command("OPTIMIZE TABLE session_counter_rollups FINAL")
+    s.client.command("OPTIMIZE TABLE session_counter_rollups_v2 FINAL")
     return seconds
 
 
@@ -538,7 +538,7 @@ def prepare(s: Stack, t: Throughput) -> None:
     days = sorted(r.day for r in plan.requests if r.asset == "rollups" and r.day <= t.day)
     rollup_s = run_rollups(s, days, t.as_of)
     t.sessions = s.client.query(
-        "SELECT count() FROM session_counter_rollups FINAL WHERE day = {d:Date}", parameters={"d": t.day}
+        "SELECT count() FROM session_counter_rollups_v2 FINAL WHERE day = {d:Date}", parameters={"d": t.day}
     ).result_rows[0][0]
     say(
         f"rollups (rollups_job for {', '.join(d.isoformat() for d in days)} as of {t.as_of:%Y-%m-%d %H:%M}; info): {rollup_s:.1f} s, "

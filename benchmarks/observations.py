@@ -363,7 +363,7 @@ def throughput(pg: Postgres, n: int, n_naive: int, repeat: int, objects_root: Pa
 # --- memory: the child processes ---------------------------------------------------
 
 ROLLUP_INSERT = """
-INSERT INTO session_counter_rollups
+INSERT INTO session_counter_rollups_v2
 SELECT
     {team_id:Int64} AS team_id,
     {day:Date} AS day,
@@ -397,8 +397,8 @@ def child_setup(chdb_path: Path, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     params = {"team_id": TEAM_ID, "day": DAY, "day_start": DAY_START, "computed_as_of": COVERED_UNTIL, "n": n}
     client.command(ROLLUP_INSERT, parameters=params)
-    client.command("OPTIMIZE TABLE session_counter_rollups FINAL")
-    loaded = int(client.query("SELECT count() FROM session_counter_rollups FINAL WHERE day = {day:Date}", parameters={"day": DAY}).result_rows[0][0])
+    client.command("OPTIMIZE TABLE session_counter_rollups_v2 FINAL")
+    loaded = int(client.query("SELECT count() FROM session_counter_rollups_v2 FINAL WHERE day = {day:Date}", parameters={"day": DAY}).result_rows[0][0])
     seconds = time.perf_counter() - started
     ch.close_clients()
     return {"loaded": loaded, "seconds": seconds, "peak_rss": peak_rss_bytes()}
@@ -460,7 +460,7 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
     # earlier (to count the rollups), so it asks first.
     resources["clickhouse"].prefer_memory_to_speed()
     client = resources["clickhouse"].client()  # opens the chDB engine
-    rollups = int(client.query("SELECT count() FROM session_counter_rollups WHERE day = {day:Date}", parameters={"day": DAY}).result_rows[0][0])
+    rollups = int(client.query("SELECT count() FROM session_counter_rollups_v2 WHERE day = {day:Date}", parameters={"day": DAY}).result_rows[0][0])
     pool = resources["postgres"].pool()
     save_scanner(pool)
 

@@ -144,7 +144,7 @@ def rollups_frame(clickhouse: ClickHouseResource, day: date | None = None) -> pd
     """The rollup table as it reads now (FINAL), one row per (team, day, session)."""
     where = "WHERE day = {day:Date}" if day else ""
     result = clickhouse.client().query(
-        f"SELECT team_id, day, session_id, {', '.join(COUNTER_COLUMNS)} FROM session_counter_rollups FINAL {where}",
+        f"SELECT team_id, day, session_id, {', '.join(COUNTER_COLUMNS)} FROM session_counter_rollups_v2 FINAL {where}",
         parameters={"day": day} if day else None,
     )
     frame = pd.DataFrame(result.result_rows, columns=result.column_names)

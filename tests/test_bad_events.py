@@ -90,7 +90,7 @@ def roll(instance, clickhouse: ClickHouseResource, as_of: datetime, *, backfill:
 def rollups(clickhouse: ClickHouseResource) -> dict[tuple[int, str, date], dict[str, Any]]:
     """Every rollup row (FINAL) keyed by (team, session id bytes as text, day)."""
     result = clickhouse.client().query(
-        f"SELECT team_id, hex(session_id), day, {', '.join(COUNTERS)} FROM session_counter_rollups FINAL"
+        f"SELECT team_id, hex(session_id), day, {', '.join(COUNTERS)} FROM session_counter_rollups_v2 FINAL"
     )
     out = {}
     for team_id, hex_id, day, *values in result.result_rows:

@@ -51,3 +51,27 @@ def test_the_code_location_loads_as_the_webserver_loads_it():
     for job in defs.resolve_all_job_defs():
         assert job.name  # resolving every job raises on mixed partitions definitions
     assert defs.resolve_sensor_def("sweep_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_every_clickhouse_assets_table_name_and_columns_exist(clickhouse_resource):
+    """What an analyst reads in the UI (`dagster/table_name`, the column schema) is
+    what ClickHouse holds after the migrations."""
+    client = clickhouse_resource.client()
+    checked = 0
+    for spec in defs.resolve_all_asset_specs():
+        table = spec.metadata.get("dagster/table_name")
+        if "clickhouse" not in spec.kinds or not table:
+            continue
+        columns = {
+            row[0]
+            for row in client.query(
+                "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String}", parameters={"t": table}
+            ).result_rows
+        }
+        assert columns, f"{spec.key.to_user_string()}: no table {table}"
+        schema = spec.metadata.get("dagster/column_schema")
+        if schema is not None:
+            named = {c.name for c in schema.columns if c.name.isidentifier()}  # not "event_count … cost_usd"
+            assert named and named <= columns, (spec.key, table, named - columns)
+        checked += 1
+    assert checked >= 2

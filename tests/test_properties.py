@@ -329,7 +329,7 @@ class Stack:
         result = self.clickhouse.client().query(
             "SELECT team_id, day, session_id, event_count, pageview_count, autocapture_count, rageclick_count, "
             "exception_count, ai_generation_count, input_tokens, output_tokens, cost_usd, first_timestamp, "
-            "last_timestamp, max_inserted_at, distinct_id, entry_url FROM session_counter_rollups FINAL"
+            "last_timestamp, max_inserted_at, distinct_id, entry_url FROM session_counter_rollups_v2 FINAL"
         )
         out = {}
         for row in result.named_results():

@@ -13,7 +13,74 @@ def test_clickhouse_schema_applies_once(clickhouse_resource):
     client = clickhouse_resource.client()  # first use applies every migration
     assert clickhouse.apply_schema(client, clickhouse_resource.table_params()) == []
     tables = {row[0] for row in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
-    assert {"events", "session_counter_rollups", "sessions", "schema_migrations"} <= tables
+    assert {"events", "session_counter_rollups_v2", "sessions", "schema_migrations"} <= tables
+    assert "session_counter_rollups" not in tables  # copied into _v2, then dropped (007, 008)
+
+
+ROLLUP_COLUMNS = (
+    "team_id, day, session_id, distinct_id, first_timestamp, last_timestamp, event_count, pageview_count, "
+    "autocapture_count, rageclick_count, exception_count, ai_generation_count, input_tokens, output_tokens, "
+    "cost_usd, entry_url, max_inserted_at, computed_as_of"
+)
+OLD_ROLLUP_ROWS = (
+    # (team, day offset, session, computed_as_of offset in hours): s1 crosses midnight;
+    # s2 has two computations of one day, the later one counts.
+    (1, 0, "s1", 1), (1, 1, "s1", 1), (1, 0, "s2", 1), (1, 0, "s2", 2), (2, 0, "s1", 1),
+)
+
+
+def _old_rollup_rows(client) -> None:
+    client.command(
+        f"INSERT INTO session_counter_rollups ({ROLLUP_COLUMNS}) "
+        "SELECT t.1, toDate('2024-03-01') + t.2, t.3, 'd', toDateTime64('2024-03-01 10:00:00', 6, 'UTC') + toIntervalDay(t.2), "
+        "toDateTime64('2024-03-01 10:30:00', 6, 'UTC') + toIntervalDay(t.2), 10 * t.4, 1, 0, 0, 0, 0, 0, 0, toDecimal128('0.5', 12), "
+        "'https://x/', toDateTime64('2024-03-02 00:00:00', 6, 'UTC'), toDateTime64('2024-03-03 00:00:00', 6, 'UTC') + toIntervalHour(t.4) "
+        "FROM (SELECT arrayJoin({rows:Array(Tuple(Int64, Int64, String, Int64))}) AS t)",
+        parameters={"rows": list(OLD_ROLLUP_ROWS)},
+    )
+
+
+def test_rollups_move_to_the_session_ordered_table_and_every_row_comes_along(clickhouse_resource):
+    """A database at migration 006 (day-ordered rollups with rows in them) upgrades:
+    007 copies every row into session_counter_rollups_v2 and repoints `sessions`,
+    008 drops the old table. 007 may run again after an interruption: nothing doubles,
+    and a rollup written to the new table in between keeps its newer computation."""
+    client = clickhouse_resource.client()
+    later = [name for name, _ in sql.migrations("clickhouse") if name >= "007"]
+    # Back to the state before 007: the old table and view, 007 and 008 not recorded.
+    client.command("DROP TABLE session_counter_rollups_v2")
+    client.command("DROP VIEW sessions")
+    for name in ("clickhouse/002_session_counter_rollups.sql", "clickhouse/003_sessions_view.sql"):
+        for statement in sql.statements(sql.load(name)):
+            client.command(statement)
+    client.command("DELETE FROM schema_migrations WHERE name >= '007'")
+    _old_rollup_rows(client)
+    old = client.query(f"SELECT {ROLLUP_COLUMNS} FROM session_counter_rollups FINAL ORDER BY ALL").result_rows
+    assert len(old) == 4
+
+    # An interrupted first attempt: 007 ran (twice), not recorded; then a newer rollup of s1.
+    for _ in range(2):
+        for statement in sql.statements(sql.load(f"clickhouse/{later[0]}.sql")):
+            client.command(statement)
+    client.command(
+        f"INSERT INTO session_counter_rollups_v2 ({ROLLUP_COLUMNS}) SELECT {ROLLUP_COLUMNS.replace('event_count', '99').replace('computed_as_of', 'computed_as_of + toIntervalHour(5)')} "
+        "FROM session_counter_rollups FINAL WHERE team_id = 2"
+    )
+    assert clickhouse.apply_schema(client, clickhouse_resource.table_params()) == later
+
+    tables = {row[0] for row in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
+    assert "session_counter_rollups" not in tables
+    (key, partition), = client.query(
+        "SELECT sorting_key, partition_key FROM system.tables WHERE database = currentDatabase() AND name = 'session_counter_rollups_v2'"
+    ).result_rows
+    assert (key, partition) == ("team_id, session_id, day", "day")
+    new = client.query(f"SELECT {ROLLUP_COLUMNS} FROM session_counter_rollups_v2 FINAL ORDER BY ALL").result_rows
+    kept = [row for row in old if row[0] == 1]
+    assert [row for row in new if row[0] == 1] == kept
+    (team2,) = [row for row in new if row[0] == 2]
+    assert team2[6] == 99  # the newer computation won over the copy
+    sessions = client.query("SELECT team_id, session_id, event_count, days FROM sessions ORDER BY ALL").result_rows
+    assert sessions == [(1, "s1", 20, 2), (1, "s2", 20, 1), (2, "s1", 99, 1)]
 
 
 def test_postgres_migrations_apply_once(postgres_url):

@@ -96,7 +96,7 @@ def plan_rollup(
     group_name="sessions",
     owners=["team:data-platform"],
     kinds={"clickhouse"},
-    metadata={"dagster/column_schema": ROLLUP_COLUMNS, "dagster/table_name": "session_counter_rollups"},
+    metadata={"dagster/column_schema": ROLLUP_COLUMNS, "dagster/table_name": "session_counter_rollups_v2"},
 )
 def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
     started = time.monotonic()

@@ -47,7 +47,7 @@ FROM
         toDecimal128(least(sum(toDecimal256(cost_usd, 12)), toDecimal256('99999999999999999999999999.999999999999', 12)), 12) AS cost_usd,
         toValidUTF8(replaceAll(argMinIf(entry_url, first_timestamp, entry_url != ''), '\0', '')) AS entry_url,
         max(max_inserted_at) AS max_inserted_at
-    FROM session_counter_rollups FINAL
+    FROM session_counter_rollups_v2 FINAL
     WHERE team_id = {team_id:Int64}
       -- One day before the earliest allowed start: a session that began earlier
       -- then shows its true, too-early start and is excluded, never truncated.
@@ -76,7 +76,9 @@ WHERE session_end <= {window_end:DateTime64(6, 'UTC')}
   AND (
       -- @filter
   )
--- Bounded memory however many sessions a day has: the GROUP BY spills to disk
--- past 20 MB, and rows are written in blocks of 8k rather than buffering ~1M.
-SETTINGS max_bytes_before_external_group_by = 20000000, max_block_size = 8192,
+-- Bounded memory however many sessions a day has: the GROUP BY folds sessions in
+-- the rollups' key order (team_id, session_id, day), one at a time; should a plan
+-- ever hash instead, it spills to disk past 20 MB. Rows are written in blocks of
+-- 8k rather than buffering ~1M.
+SETTINGS optimize_aggregation_in_order = 1, max_bytes_before_external_group_by = 20000000, max_block_size = 8192,
     min_insert_block_size_rows = 8192, min_insert_block_size_bytes = 4194304

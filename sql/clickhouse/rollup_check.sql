@@ -13,7 +13,7 @@ rolled AS (
             computed_as_of) AS counters,
         max(computed_as_of) AS version,
         toUInt8(1) AS in_rollups
-    FROM session_counter_rollups
+    FROM session_counter_rollups_v2
     WHERE day = {day:Date} AND computed_as_of <= {as_of:DateTime64(6, 'UTC')}
     GROUP BY team_id, session_id
     HAVING {full:Bool} OR version = {as_of:DateTime64(6, 'UTC')}

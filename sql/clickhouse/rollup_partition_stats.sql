@@ -3,5 +3,5 @@ SELECT
     count() AS sessions,
     sum(event_count) AS events,
     countIf(computed_as_of = {as_of:DateTime64(6, 'UTC')}) AS recomputed
-FROM session_counter_rollups FINAL
+FROM session_counter_rollups_v2 FINAL
 WHERE day = {day:Date}

@@ -1,7 +1,7 @@
 -- Recompute rollup rows from raw events as of {as_of}: for the whole day range
 -- when {full} is true, else only the (team, session, day) keys that received
 -- events inserted in ({since}, {as_of}]. Each row is a complete aggregation.
-INSERT INTO session_counter_rollups (
+INSERT INTO session_counter_rollups_v2 (
     team_id, day, session_id, distinct_id,
     event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
     ai_generation_count, input_tokens, output_tokens, cost_usd,

@@ -149,7 +149,7 @@ def test_incremental_sweep_recomputes_only_sessions_with_new_events(instance, cl
     assert check_evaluation(result).passed
     assert check_evaluation(result).metadata["sessions_compared"].value == 2
     recomputed = clickhouse_resource.client().query(
-        "SELECT session_id FROM session_counter_rollups FINAL WHERE computed_as_of = {t:DateTime64(6, 'UTC')} ORDER BY session_id",
+        "SELECT session_id FROM session_counter_rollups_v2 FINAL WHERE computed_as_of = {t:DateTime64(6, 'UTC')} ORDER BY session_id",
         parameters={"t": t2},
     ).result_rows
     assert [r[0] for r in recomputed] == ["s-new", "s3"]
@@ -191,7 +191,7 @@ def test_the_check_fails_when_a_counter_drifts(instance, clickhouse_resource):
     as_of = at("2024-03-01T18:00:00")
     assert check_evaluation(materialize_rollup(instance, clickhouse_resource, DAY, as_of)).passed
     clickhouse_resource.client().command(
-        "ALTER TABLE session_counter_rollups UPDATE event_count = event_count + 1 WHERE session_id = 's-web' "
+        "ALTER TABLE session_counter_rollups_v2 UPDATE event_count = event_count + 1 WHERE session_id = 's-web' "
         "AND team_id = 1 SETTINGS mutations_sync = 1"
     )
     # Launched on its own, the check compares the whole day.
