@@ -58,19 +58,19 @@ def test_rollups_move_to_the_session_ordered_table_and_every_row_comes_along(cli
     old = client.query(f"SELECT {ROLLUP_COLUMNS} FROM session_counter_rollups FINAL ORDER BY ALL").result_rows
     assert len(old) == 4
 
-    # An interrupted first attempt: 007 ran (twice), not recorded; then a newer rollup of s1.
+    # An interrupted first attempt: 007 ran (twice), not recorded; then team 2's s1 is rolled up again.
     for _ in range(2):
         for statement in sql.statements(sql.load(f"clickhouse/{later[0]}.sql")):
             client.command(statement)
+    recomputed = ROLLUP_COLUMNS.replace("event_count", "99").replace("computed_as_of", "computed_as_of + toIntervalHour(5)")
     client.command(
-        f"INSERT INTO session_counter_rollups_v2 ({ROLLUP_COLUMNS}) SELECT {ROLLUP_COLUMNS.replace('event_count', '99').replace('computed_as_of', 'computed_as_of + toIntervalHour(5)')} "
-        "FROM session_counter_rollups FINAL WHERE team_id = 2"
+        f"INSERT INTO session_counter_rollups_v2 ({ROLLUP_COLUMNS}) SELECT {recomputed} FROM session_counter_rollups FINAL WHERE team_id = 2"
     )
     assert clickhouse.apply_schema(client, clickhouse_resource.table_params()) == later
 
     tables = {row[0] for row in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
     assert "session_counter_rollups" not in tables
-    (key, partition), = client.query(
+    [(key, partition)] = client.query(
         "SELECT sorting_key, partition_key FROM system.tables WHERE database = currentDatabase() AND name = 'session_counter_rollups_v2'"
     ).result_rows
     assert (key, partition) == ("team_id, session_id, day", "day")

@@ -340,7 +340,7 @@ def test_the_candidates_insert_folds_sessions_in_the_rollups_key_order(clickhous
     window = watermarks.window(watermarks.Watermark(end=scanner.start_at), at("2024-03-02T00:00:00"), scanner.start_at)
     params = candidate_params(clickhouse_resource, window, compiled, scanner, DAY, as_of)
     insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
-    select = insert[insert.index("SELECT") :]  # the INSERT's own query, settings included
+    select = insert[insert.index("\nSELECT") :]  # the INSERT's own query, settings included
     client = clickhouse_resource.client()
     client.command(  # two days of a few sessions: two day partitions to read
         "INSERT INTO session_counter_rollups_v2 (team_id, day, session_id, first_timestamp, last_timestamp, computed_as_of) "
