@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -89,14 +90,35 @@ def dev(days: int, port: int, host: str) -> None:
     clickhouse.close_clients()
     console.print(f"Dagster UI on http://{host}:{port}  (home {stack.settings.home})")
     command = [sys.executable, "-m", "dagster", "dev", "-m", "session_assets.definitions", "-h", host, "-p", str(port)]
-    child = subprocess.Popen(command, env=os.environ.copy())
+    # dagster dev in a process group of its own, so that whatever it leaves behind on
+    # exit can be found: a code server it started has been seen outliving it for hours.
+    child = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
     # Stopping this command stops dagster dev too (and then the embedded Postgres with us).
     signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
     try:
-        sys.exit(child.wait())
+        code = child.wait()
     except KeyboardInterrupt:
         child.send_signal(signal.SIGINT)
-        sys.exit(child.wait())
+        code = child.wait()
+    finally:
+        _stop_process_group(child.pid)
+    sys.exit(code)
+
+
+def _stop_process_group(pgid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM what is left of a process group, SIGKILL what outlives `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return  # the group is empty
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 @main.command()

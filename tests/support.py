@@ -519,3 +519,21 @@ class DevProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self._log.close()
+        # Nothing dev started may outlive it (a code server once did, for hours).
+        left = self.leftovers()
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"processes outlived dev: {left}"
+
+    def leftovers(self) -> list[int]:
+        """Live processes with this dev's home in their environment."""
+        mark = f"SESSION_ASSETS_HOME={self.home}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                environ = (entry / "environ").read_bytes() if entry.name.isdigit() else b""
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            if mark in environ.split(b"\0"):
+                found.append(int(entry.name))
+        return found
