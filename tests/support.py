@@ -530,8 +530,10 @@ class DevProcess:
         mark = f"SESSION_ASSETS_HOME={self.home}".encode()
         found = []
         for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
             try:
-                environ = (entry / "environ").read_bytes() if entry.name.isdigit() else b""
+                environ = (entry / "environ").read_bytes()
             except OSError:  # gone meanwhile, or not ours to read
                 continue
             if mark in environ.split(b"\0"):
