@@ -207,8 +207,7 @@ def scanners_add(path: Path) -> None:
         raise FileNotFoundError(f"{path}: no such file")
     found = load_scanners(path)  # validates everything before saving anything
     pool = _scanner_pool()
-    for scanner in found:
-        added = store.save(pool, scanner)
+    for scanner, added in zip(found, store.save_all(pool, found)):
         console.print(f"{'added' if added else 'updated'} scanner {scanner.id} (team {scanner.team_id}, {scanner.kind})")
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(scanner_partitions_def.name, [s.id for s in found])
@@ -276,9 +275,10 @@ def sweep(now_text: str | None, scanner_id: str | None) -> None:
     import dagster as dg
 
     from session_assets.definitions import build_definitions
+    from session_assets.run_context import not_in_the_future
     from session_assets.sensors import execute_tick
 
-    now = _parse_now(now_text)
+    now = not_in_the_future(_parse_now(now_text), f"--now {now_text}") if now_text else _parse_now(None)
     _, resources = _stack_and_resources()
     _prepare_stores(resources)
     with dg.DagsterInstance.get() as instance:

@@ -57,7 +57,11 @@ class WalkResult:
     pages: int = 0
     batch_keys: list[str] = field(default_factory=list)
     last_handled: tuple[datetime, str] | None = None
-    finished: bool = True
+    stopped_at: tuple[datetime, str] | None = None  # keyset of the first session quota refused
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped_at is None
 
 
 def pages(rows: Iterable[Sequence[Any]], page_size: int) -> Iterator[list[dict[str, Any]]]:
@@ -125,8 +129,8 @@ def walk(
                 result.batch_keys.append(outcome.batch_key)
             if outcome.last_handled is not None:
                 result.last_handled = outcome.last_handled
-            if outcome.refused:
-                result.finished = False
+            if outcome.stopped_at is not None:
+                result.stopped_at = outcome.stopped_at
                 break
     if result.pages:
         flush_commits(pool)
@@ -170,6 +174,7 @@ class PageOutcome:
     handled: int
     batch_key: str | None
     last_handled: tuple[datetime, str] | None
+    stopped_at: tuple[datetime, str] | None = None
 
 
 def write_page(
@@ -250,6 +255,7 @@ def write_page(
     # The walk may advance up to, not past, the first session quota refused.
     handled = page[: refused[0]] if refused else page
     last = (handled[-1]["session_end"], handled[-1]["session_id"]) if handled else None
+    stopped = (page[refused[0]]["session_end"], page[refused[0]]["session_id"]) if refused else None
     return PageOutcome(
         observed=inserted,
         deduplicated=len(page) - len(refused) - inserted,
@@ -257,6 +263,7 @@ def write_page(
         handled=len(handled),
         batch_key=key,
         last_handled=last,
+        stopped_at=stopped,
     )
 
 

@@ -78,7 +78,9 @@ def get_pool(url: str, max_size: int = 8, timeout_s: float = 30.0) -> Connection
     with _pools_guard:
         pool = _pools.get(url)
         if pool is None:
-            pool = ConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout_s, open=False)
+            pool = ConnectionPool(
+                url, min_size=1, max_size=max_size, timeout=timeout_s, open=False, configure=_configure_connection
+            )
             try:
                 pool.open(wait=True, timeout=timeout_s)
             except PoolTimeout as error:
@@ -86,6 +88,13 @@ def get_pool(url: str, max_size: int = 8, timeout_s: float = 30.0) -> Connection
                 raise PostgresUnavailable(f"Postgres at {redact(url)} is unreachable (no connection in {timeout_s:g}s)") from error
             _pools[url] = pool
         return pool
+
+
+def _configure_connection(conn: psycopg.Connection) -> None:
+    # Timestamps come back in UTC whatever the server's or role's TimeZone: a
+    # scanner's start day (`start_at.date()`) must be its UTC day.
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.commit()
 
 
 def close_pools() -> None:

@@ -19,10 +19,13 @@ from psycopg_pool import ConnectionPool
 from session_assets import settings, sql, sweeps
 from session_assets.assets import scanner_sweep, session_counter_rollups
 from session_assets.assets.scanning import OBSERVATION_BATCHES
+from session_assets.coverage import RollupRecord
+from session_assets.observations import quota_period
 from session_assets.partitions import daily_partitions_def, scanner_partitions_def
 from session_assets.resources import PostgresResource
 from session_assets.run_context import AS_OF_TAG, metadata_time
 from session_assets.scanners import store as scanner_store
+from session_assets.watermarks import Watermark
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -80,18 +83,21 @@ def _worker_gone(run: dg.DagsterRun) -> bool:
 def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime) -> sweeps.TickState:
     start = daily_partitions_def.start.date()
     scanners = [
-        sweeps.ScannerState(stored.id, stored.enabled, stored.start_at) for stored in scanner_store.list_all(pool)
+        sweeps.ScannerState(stored.id, stored.enabled, stored.start_at, int(stored.row["team_id"]))
+        for stored in scanner_store.list_all(pool)
     ]
     days = sweeps.watched_days(now, start)
-    rollup_days = [d for d in [days[0] - timedelta(days=1), *days] if d >= start]
     sweep_keys = {
         (s.id, d): f"{d.isoformat()}|{s.id}" for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
     }
     in_flight, failures = _run_states(instance, now)
-    rollups = _partition_states(
-        instance, session_counter_rollups.key, {d: d.isoformat() for d in rollup_days}, in_flight, failures
-    )
     sweep_states = _partition_states(instance, OBSERVATION_BATCHES, sweep_keys, in_flight, failures)
+    # The rollup days the watched partitions' next sweeps read, and the watched days (and the one before).
+    rollup_days = sweeps.rollup_days_needed(now, start, scanners, sweep_states)
+    rollup_days.update(d for d in [days[0] - timedelta(days=1), *days] if d >= start)
+    rollups = _partition_states(
+        instance, session_counter_rollups.key, {d: d.isoformat() for d in sorted(rollup_days)}, in_flight, failures
+    )
     return sweeps.TickState(
         now=now,
         start_date=start,
@@ -99,7 +105,14 @@ def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: dat
         known_scanner_partitions=set(instance.get_dynamic_partitions(scanner_partitions_def.name)),
         rollups=rollups,
         sweeps=sweep_states,
+        teams_out_of_quota=_teams_out_of_quota(pool, now),
     )
+
+
+def _teams_out_of_quota(pool: ConnectionPool, now: datetime) -> frozenset[int]:
+    with pool.connection() as conn:
+        rows = conn.execute(sql.load("postgres/quota_exhausted.sql"), {"period": quota_period(now)}).fetchall()
+    return frozenset(int(row[0]) for row in rows)
 
 
 def _partition_states(
@@ -130,7 +143,7 @@ def _partition_states(
         parsed = dict(parsed_records.get(storage_id) or {}) if storage_id is not None else {}
         # Failures are timed on the tick clock (as-of), so the success they follow must be too:
         # with `sweep --now` in the past, the wall-clock materialization time is after every one.
-        succeeded = parsed.pop("succeeded_as_of", None) or parsed.get("materialized_at")
+        succeeded = parsed.get("succeeded_as_of") or parsed.get("materialized_at")
         failed = [t for t in failures.get(key, []) if succeeded is None or t > succeeded]
         states[ident] = sweeps.PartitionState(
             **parsed,
@@ -157,14 +170,20 @@ def _parsed_records(instance: dg.DagsterInstance) -> dict[int, dict[str, Any]]:
 def _parse(record: Any) -> dict[str, Any]:
     meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
     frontier = meta.get("frontier")
+    rollup = RollupRecord.from_metadata(meta)
+    watermark = Watermark.from_metadata(meta)
     return {
         "materialized_at": datetime.fromtimestamp(record.timestamp, tz=timezone.utc),
         "succeeded_as_of": metadata_time(meta.get("as_of") or meta.get("covered_until")),
         "complete": bool(meta.get("complete")),
-        "covered_until": metadata_time(meta.get("covered_until")),
+        "covered_until": rollup.covered_until if rollup else None,
+        "late_covered_until": rollup.late_covered_until if rollup else None,
+        "late_covered_days": rollup.late_covered_days if rollup else frozenset(),
         "frontier": metadata_time(frontier) if isinstance(frontier, (int, float)) else None,
-        "watermark_end": metadata_time(meta.get("watermark_end")),
-        "watermark_session_id": str(meta.get("watermark_session_id") or ""),
+        "watermark_end": watermark.end if watermark else None,
+        "watermark_session_id": watermark.session_id if watermark else "",
+        "seen_until": watermark.seen_until if watermark else None,
+        "quota_stopped": bool(meta.get("quota_stopped")),
     }
 
 

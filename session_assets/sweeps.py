@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from session_assets import coverage
 from session_assets.days import day_start
-from session_assets.watermarks import LOOKBACK
-from session_assets.watermarks import frontier as sweep_frontier
+from session_assets.watermarks import Watermark, frontier, seen_until, starting_point, window
 
 # Only this many days back are watched; an older incomplete partition needs a hand backfill.
 CATCH_UP_DAYS = 7
+# Rollup days the sensor rolls by itself when a sweep needs them: the watched days
+# and the lookback of the oldest (26 h + 48 h of late data + the day before).
+ROLLUP_CATCH_UP_DAYS = CATCH_UP_DAYS + 4
 MAX_REQUESTS_PER_TICK = 40
 RETRY_BACKOFF_BASE = timedelta(minutes=5)
 RETRY_BACKOFF_CAP = timedelta(hours=1)
@@ -30,6 +33,7 @@ class ScannerState:
     id: str
     enabled: bool
     start_at: datetime
+    team_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,31 @@ class PartitionState:
     """One partition as the records show it."""
 
     materialized_at: datetime | None = None  # latest successful materialization
+    succeeded_as_of: datetime | None = None  # its as-of time (the tick clock of `sweep --now`)
     complete: bool = False
     covered_until: datetime | None = None  # rollups: as-of of the latest materialization
+    late_covered_until: datetime | None = None  # rollups: up to when its late pass re-rolled...
+    late_covered_days: frozenset[date] = frozenset()  # ...these earlier days
     frontier: datetime | None = None  # scanner partitions: frontier of the latest sweep
     in_flight: bool = False  # a queued or running run targets it
     failures: int = 0  # failed runs since the latest success (Dagster's own retries excluded)
     last_failure_at: datetime | None = None
-    watermark_end: datetime | None = None  # scanner partitions: the stored keyset
+    watermark_end: datetime | None = None  # scanner partitions: the stored keyset...
     watermark_session_id: str = ""
+    seen_until: datetime | None = None  # ...and what its sweep saw
+    quota_stopped: bool = False  # the latest sweep's walk stopped at a session quota refused
+
+    @property
+    def watermark(self) -> Watermark | None:
+        if self.watermark_end is None:
+            return None
+        return Watermark(self.watermark_end, self.watermark_session_id, self.seen_until)
+
+    @property
+    def rollup_record(self) -> coverage.RollupRecord | None:
+        if self.covered_until is None:
+            return None
+        return coverage.RollupRecord(self.covered_until, self.complete, self.late_covered_until, self.late_covered_days)
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,7 @@ class TickState:
     known_scanner_partitions: set[str]
     rollups: dict[date, PartitionState]
     sweeps: dict[tuple[str, date], PartitionState]
+    teams_out_of_quota: frozenset[int] = frozenset()  # no observation left this month
 
 
 @dataclass(frozen=True)
@@ -104,6 +126,31 @@ def _retry_ready(state: PartitionState, now: datetime, base: timedelta) -> bool:
     return now >= state.last_failure_at + backoff(state.failures, base)
 
 
+def next_sweep_start(
+    sweeps: dict[tuple[str, date], PartitionState], scanner: ScannerState, day: date
+) -> Watermark:
+    """Where the next sweep of (scanner, day) resumes, as the run will find it in the records."""
+    own = sweeps.get((scanner.id, day), PartitionState()).watermark
+    previous = sweeps.get((scanner.id, day - timedelta(days=1)), PartitionState()).watermark
+    return starting_point(day, scanner.start_at, own, None if own else previous, backfill=False).watermark
+
+
+def rollup_days_needed(
+    now: datetime, start: date, scanners: list[ScannerState], sweeps: dict[tuple[str, date], PartitionState]
+) -> set[date]:
+    """Every rollup day the next sweep of an open partition of an enabled scanner reads."""
+    needed: set[date] = set()
+    for scanner in scanners:
+        if not scanner.enabled:
+            continue
+        for day in scanner_days(scanner, now, start):
+            if sweeps.get((scanner.id, day), PartitionState()).complete:
+                continue
+            bounds = window(next_sweep_start(sweeps, scanner, day), scanner.start_at)
+            needed.update(d for d in bounds.read_days(now) if d >= start)
+    return needed
+
+
 def plan_tick(
     state: TickState,
     max_requests: int = MAX_REQUESTS_PER_TICK,
@@ -114,18 +161,21 @@ def plan_tick(
     waiting: dict[str, str] = {}
     wanted: list[Request] = []
 
-    # Rollups: today; earlier days until they settle, if rolled before or needed by a scanner.
-    enabled = [s for s in state.scanners if s.enabled]
-    # A first sweep reads sessions that started up to LOOKBACK before the scanner's start, and
-    # the day before that too (so a too-early start shows whole and is excluded, not truncated).
-    needed_from = min(((s.start_at - LOOKBACK).date() for s in enabled), default=now.date()) - timedelta(days=1)
+    # Rollups: today; earlier days until they settle, if rolled before or read by a due sweep
+    # (a sweep reads from its lookback to today, so that sessions show their true start and end).
+    needed = rollup_days_needed(now, state.start_date, state.scanners, state.sweeps)
+    auto_from = now.date() - timedelta(days=ROLLUP_CATCH_UP_DAYS)
     rolling: set[date] = set()
-    for day in sorted(state.rollups.keys() | set(watched_days(now, state.start_date))):
+    for day in sorted(state.rollups.keys() | set(watched_days(now, state.start_date)) | needed):
         rollup = state.rollups.get(day, PartitionState())
         if day < now.date() and rollup.complete:
             continue
-        if rollup.materialized_at is None and day < min(needed_from, now.date() - timedelta(days=1)):
-            continue  # history nobody needs yet: backfilled by hand, not by the sensor
+        if rollup.materialized_at is None and day < now.date() - timedelta(days=1):
+            if day not in needed:
+                continue  # history nobody needs yet
+            if day < auto_from:
+                waiting[day.isoformat()] = "needed by a sweep, older than the catch-up window: backfill it by hand"
+                continue
         if rollup.in_flight:
             waiting[day.isoformat()] = "run in flight"
         elif not _retry_ready(rollup, now, retry_backoff):
@@ -134,7 +184,12 @@ def plan_tick(
             wanted.append(Request("rollups", day, None, rollup.failures, "open day"))
             rolling.add(day)
 
-    scanners = [s for s in enabled if only_scanner is None or s.id == only_scanner]
+    # The rollup records as they will read once this tick's rollup runs (queued first) succeed.
+    records = {d: r for d, p in state.rollups.items() if (r := p.rollup_record) is not None}
+    projected = coverage.after_rollups(records, rolling, now, state.start_date)
+
+    sweeps: list[tuple[datetime, Request]] = []
+    scanners = [s for s in state.scanners if s.enabled and (only_scanner is None or s.id == only_scanner)]
     for scanner in scanners:
         for day in scanner_days(scanner, now, state.start_date):
             sweep = state.sweeps.get((scanner.id, day), PartitionState())
@@ -147,44 +202,41 @@ def plan_tick(
             if not _retry_ready(sweep, now, retry_backoff):
                 waiting[key] = f"backing off after {sweep.failures} failure(s)"
                 continue
-            reachable = _reachable_frontier(state, day, rolling)
-            if reachable is None:
-                waiting[key] = "rollups not materialized"
+            quota_left = scanner.team_id not in state.teams_out_of_quota
+            if sweep.quota_stopped and not quota_left:
+                waiting[key] = f"team {scanner.team_id} has no observation quota left this month"
                 continue
-            # Only sweep when it can move: past the last frontier, or (first sweep) into the day.
+            # The same coverage the run will compute, over the same rollup days.
+            read_days = window(next_sweep_start(state.sweeps, scanner, day), scanner.start_at).read_days(now)
+            reachable = frontier(day, seen_until(now, coverage.coverage(read_days, projected, state.start_date)))
+            if reachable is None:
+                missing = coverage.missing_days(read_days, projected, state.start_date)
+                waiting[key] = f"rollups of {', '.join(map(str, missing))} not materialized"
+                continue
+            # Only sweep when it can move: past the last frontier, or (first sweep) into the day;
+            # or when the team has quota again after a walk stopped for want of it.
             floor = sweep.frontier if sweep.frontier is not None else max(day_start(day), scanner.start_at)
-            if sweep.failures == 0 and reachable <= floor:
+            if sweep.failures:
+                reason = "retry"
+            elif reachable > floor:
+                reason = "new" if sweep.materialized_at is None else "open"
+            elif sweep.quota_stopped:
+                reason = "quota freed"
+            else:
                 waiting[key] = "rollups have not advanced since the last sweep"
                 continue
-            reason = "retry" if sweep.failures else ("new" if sweep.materialized_at is None else "open")
-            wanted.append(Request("sweep", day, scanner.id, sweep.failures, reason))
+            # Served longest-waiting first: since its last success, or since it could first run.
+            waited_since = sweep.succeeded_as_of or sweep.materialized_at or max(day_start(day), scanner.start_at)
+            sweeps.append((waited_since, Request("sweep", day, scanner.id, sweep.failures, reason)))
 
-    # Rollups first (a handful, never starved by a catch-up), then sweeps oldest day first, capped.
+    # Rollups first (a handful, never starved by a catch-up), then the sweeps that waited longest
+    # (oldest day first among equals, so a catch-up goes in order), capped.
     rollups = [r for r in wanted if r.asset == "rollups"]
-    sweeps = sorted((r for r in wanted if r.asset == "sweep"), key=lambda r: (r.day, r.scanner_id))
+    ordered = [r for _, r in sorted(sweeps, key=lambda item: (item[0], item[1].day, item[1].scanner_id))]
     new_ids = sorted({s.id for s in state.scanners} - state.known_scanner_partitions)
     return TickPlan(
         add_scanner_partitions=new_ids,
-        requests=rollups + sweeps[:max_requests],
-        deferred=max(0, len(sweeps) - max_requests),
+        requests=rollups + ordered[:max_requests],
+        deferred=max(0, len(ordered) - max_requests),
         waiting=waiting,
     )
-
-
-def _reachable_frontier(state: TickState, day: date, rolling: set[date]) -> datetime | None:
-    """The frontier a sweep could reach with the rollups as they are now, or as this
-    tick's rollup runs leave them (the run queue starts runs in the order requested)."""
-    covered = []
-    for d in (day, day - timedelta(days=1)):
-        if d < state.start_date:
-            continue
-        rollup = state.rollups.get(d, PartitionState())
-        if d in rolling:
-            covered.append(state.now)
-            continue
-        if rollup.covered_until is None:
-            return None
-        if d != day and rollup.complete:
-            continue
-        covered.append(rollup.covered_until)
-    return sweep_frontier(day, state.now, min(covered))

@@ -112,6 +112,26 @@ def materialize_rollup(
     return result
 
 
+def swept_days(scanner_start: datetime, as_of: datetime) -> list[date]:
+    """Every rollup day a sweep of a scanner starting at `scanner_start` reads up to `as_of`:
+    from the day before its 26 h lookback to the as-of day (late data never reaches before
+    the scanner's start)."""
+    first = (scanner_start - timedelta(hours=26)).date() - timedelta(days=1)
+    return [first + timedelta(days=n) for n in range((as_of.date() - first).days + 1)]
+
+
+def roll_for_sweeps(
+    instance: dg.DagsterInstance,
+    clickhouse: ClickHouseResource,
+    as_of: datetime,
+    scanner_start: datetime | str = "2024-02-28T00:00:00Z",
+    **kwargs: Any,
+) -> list[dg.ExecuteInProcessResult]:
+    """Materialize every rollup day the test scanners' sweeps read, as of `as_of`."""
+    start = scanner_start if isinstance(scanner_start, datetime) else datetime.fromisoformat(scanner_start.replace("Z", "+00:00"))
+    return [materialize_rollup(instance, clickhouse, day, as_of, **kwargs) for day in swept_days(start, as_of)]
+
+
 def rollup_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     (materialization,) = result.asset_materializations_for_node("session_counter_rollups")
     return {key: value.value for key, value in materialization.metadata.items()}

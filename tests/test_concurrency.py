@@ -46,7 +46,7 @@ from tests.support import (
     insert_rows,
     local_objects,
     lock_waiters,
-    materialize_rollup,
+    roll_for_sweeps,
     partition_gate,
     rollups_frame,
     session_events,
@@ -149,8 +149,8 @@ def test_a_hand_backfill_racing_a_sensor_sweep_observes_each_session_once(
     store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
     resources = stack_resources(clickhouse_resource, postgres_url, store)
     seed_stack(resources, pg_instance, sessions, exact_quotas(expected))
-    for day in (FAULT_DAY - timedelta(days=1), FAULT_DAY):  # both runs see the same rollups, as of the same time
-        materialize_rollup(pg_instance, clickhouse_resource, day, as_of, with_check=False)
+    # Both runs see the same rollups, as of the same time.
+    roll_for_sweeps(pg_instance, clickhouse_resource, as_of, FAULT_SCANNER_START, with_check=False)
 
     with psycopg.connect(postgres_url, autocommit=True) as gate:
         partition_gate(gate, "shop", FAULT_DAY)
@@ -196,8 +196,7 @@ def test_eight_runs_of_one_team_racing_for_the_last_of_its_quota_take_exactly_al
             filter={"counters": {"pageview_count": {"gte": 1}}}, start_at=FAULT_SCANNER_START.isoformat(),
         )  # fmt: skip
     set_quotas(postgres_url, {1: limit})
-    for day in (FAULT_DAY - timedelta(days=1), FAULT_DAY):
-        materialize_rollup(pg_instance, clickhouse_resource, day, as_of, with_check=False)
+    roll_for_sweeps(pg_instance, clickhouse_resource, as_of, FAULT_SCANNER_START, with_check=False)
 
     with psycopg.connect(postgres_url) as gate:  # a transaction holding the quota row
         gate.execute("SELECT used FROM team_quotas WHERE team_id = 1 FOR UPDATE")
@@ -223,8 +222,7 @@ def test_eight_runs_of_one_team_racing_for_the_last_of_its_quota_take_exactly_al
 
     set_quotas_limit(postgres_url, 1, len(expected))
     later = as_of + timedelta(minutes=10)
-    for day in (FAULT_DAY - timedelta(days=1), FAULT_DAY):
-        materialize_rollup(pg_instance, clickhouse_resource, day, later, with_check=False)
+    roll_for_sweeps(pg_instance, clickhouse_resource, later, FAULT_SCANNER_START, with_check=False)
     threads, results = run_threads(*[lambda s=s: sweep(pg_instance, resources, s, FAULT_DAY, later) for s in racers])
     assert all(run.success for run in joined(threads, results))
     state = stack_state(resources, pg_instance, later, local_objects(tmp_path / "objects"))

@@ -37,7 +37,7 @@ from dagster._serdes import serialize_value
 from session_assets import postgres, stack
 from session_assets.resources import PostgresResource, build_resources
 from tests.conftest import TEST_AWS_KEY_ID, TEST_AWS_SECRET
-from tests.support import add_scanner, at, cli_env, event, insert_rows, materialize_rollup, sweep, sweep_metadata
+from tests.support import add_scanner, at, cli_env, event, insert_rows, roll_for_sweeps, sweep, sweep_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2024, 3, 1)
@@ -222,8 +222,7 @@ def test_a_sweep_to_s3_leaves_no_secret_in_dagster(
                 event("$autocapture", at("2024-03-01T09:10:00"), "leak-check")]
         insert_rows(clickhouse_resource, rows)
         as_of = at("2024-03-01T12:00:00")
-        for day in ("2024-02-29", "2024-03-01"):
-            materialize_rollup(instance, clickhouse_resource, day, as_of, with_check=False)
+        roll_for_sweeps(instance, clickhouse_resource, as_of, with_check=False)
         result = sweep(instance, resources, "errors", DAY, as_of)
 
         assert result.success

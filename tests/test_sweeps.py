@@ -91,7 +91,7 @@ def test_sweeps_follow_the_rollups_they_need():
     # Never rolled up and not being rolled: wait for the rollups.
     failing = PartitionState(failures=1, last_failure_at=now)
     plan = plan_tick(state(now, [scanner], {date(2024, 2, 28): before, date(2024, 2, 29): yesterday, date(2024, 3, 1): failing}))
-    assert plan.waiting["2024-03-01|s"] == "rollups not materialized"
+    assert plan.waiting["2024-03-01|s"] == "rollups of 2024-03-01 not materialized"
 
 
 def test_a_failed_partition_is_retried_with_a_new_key_after_backoff():
@@ -162,3 +162,112 @@ def test_the_plan_depends_on_records_only():
     now = at("2024-03-01T12:00:00")
     rollups = {d: rolled(now - timedelta(minutes=5), d) for d in (date(2024, 2, 29), date(2024, 3, 1))}
     assert plan_tick(state(now, [scanner], rollups)) == plan_tick(state(now, [scanner], rollups))
+
+
+# --- issue #11: fairness, quota, coverage --------------------------------------------------
+
+
+def _tick_outcome(state_: TickState, plan) -> TickState:
+    """Apply a plan as if every requested run succeeded at once: the rollups cover `now`,
+    each swept partition reached the frontier the plan saw (the tick's rollups in place)."""
+    now = state_.now
+    rollups = dict(state_.rollups)
+    for r in plan.requests:
+        if r.asset == "rollups":
+            rollups[r.day] = rolled(now, r.day)
+    sweeps = dict(state_.sweeps)
+    for r in plan.requests:
+        if r.asset == "sweep":
+            edge = min(now - SETTLE, datetime.combine(r.day + timedelta(days=1), datetime.min.time(), now.tzinfo))
+            sweeps[(r.scanner_id, r.day)] = PartitionState(
+                materialized_at=now, succeeded_as_of=now, frontier=edge, watermark_end=edge, seen_until=now,
+                complete=edge >= datetime.combine(r.day + timedelta(days=1), datetime.min.time(), now.tzinfo),
+            )  # fmt: skip
+    return TickState(now, state_.start_date, state_.scanners, state_.known_scanner_partitions, rollups, sweeps)
+
+
+def test_every_open_partition_is_swept_within_a_bounded_number_of_ticks():
+    """Issue #11: with more open partitions than the per-tick cap, requests sorted by
+    (day, scanner) served the same 40 scanners every tick and starved the rest. Served
+    longest-waiting first, 100 scanners over 50 ticks (across a midnight) each get swept at
+    least every ceil(open / cap) ticks, and yesterday completes for every one of them."""
+    scanners = [ScannerState(f"s{n:03d}", True, at("2024-03-01T08:00:00"), team_id=n % 3) for n in range(100)]
+    current = state(at("2024-03-01T21:00:00"), scanners, rollups={d: rolled(at("2024-03-01T20:55:00"), d)
+                    for d in (date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1))})  # fmt: skip
+    first_swept: dict[tuple[str, date], int] = {}
+    last_swept: dict[tuple[str, date], int] = {}
+    gaps: list[int] = []
+    for tick in range(50):
+        plan = plan_tick(current)
+        for r in plan.requests:
+            if r.asset == "sweep":
+                key = (r.scanner_id, r.day)
+                if key in last_swept:
+                    gaps.append(tick - last_swept[key])
+                first_swept.setdefault(key, tick)
+                last_swept[key] = tick
+        current = _tick_outcome(current, plan)
+        current = TickState(current.now + timedelta(minutes=5), START, scanners, current.known_scanner_partitions,
+                            current.rollups, current.sweeps)  # fmt: skip
+    bound = -(-2 * len(scanners) // MAX_REQUESTS_PER_TICK)  # open: today and yesterday around midnight
+    assert max(gaps) <= bound
+    for day in (date(2024, 3, 1), date(2024, 3, 2)):
+        firsts = [t for (sid, d), t in first_swept.items() if d == day]
+        assert len(firsts) == len(scanners) and max(firsts) - min(firsts) < bound
+    assert all(current.sweeps[(s.id, date(2024, 3, 1))].complete for s in scanners)
+
+
+def test_a_quota_stopped_partition_of_a_finished_day_is_retried_when_its_team_has_quota_again():
+    """Issue #11: it used to wait for ever ("rollups have not advanced")."""
+    scanner = ScannerState("s", True, at("2024-03-01T08:00:00"), team_id=7)
+    now = at("2024-03-03T12:00:00")
+    rollups = {d: rolled(now - timedelta(minutes=5), d) for d in (date(2024, 2, 28), date(2024, 2, 29),
+               date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3))}  # fmt: skip
+    day_end = at("2024-03-02T00:00:00")
+    stopped = PartitionState(materialized_at=now, succeeded_as_of=now, frontier=day_end,
+                             watermark_end=at("2024-03-01T15:00:00"), seen_until=now, quota_stopped=True)  # fmt: skip
+    sweeps = {("s", date(2024, 3, 1)): stopped}
+    for d in (date(2024, 3, 2), date(2024, 3, 3)):
+        sweeps[("s", d)] = PartitionState(materialized_at=now, frontier=now - timedelta(minutes=5) - SETTLE,
+                                          watermark_end=now - SETTLE, seen_until=now, quota_stopped=True)  # fmt: skip
+    out = TickState(now, START, [scanner], {"s"}, rollups, sweeps, teams_out_of_quota=frozenset({7}))
+    plan = plan_tick(out)
+    assert plan.waiting["2024-03-01|s"] == "team 7 has no observation quota left this month"
+    assert "sweep:2024-03-01|s" not in keys(plan)
+    freed = plan_tick(TickState(now, START, [scanner], {"s"}, rollups, sweeps))
+    (retry,) = [r for r in freed.requests if r.asset == "sweep" and r.day == date(2024, 3, 1)]
+    assert retry.reason == "quota freed"
+
+
+def test_a_sweep_after_midnight_waits_for_the_next_days_rollups():
+    """Issue #11.4: a sweep of yesterday reads today's rollups too (a session that paused before
+    the frontier and went on after midnight), so today's failing rollups hold it back."""
+    scanner = ScannerState("s", True, at("2024-03-01T08:00:00"))
+    now = at("2024-03-02T00:50:00")
+    rollups = {d: rolled(at("2024-03-02T00:45:00"), d) for d in (date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1))}
+    rollups[date(2024, 3, 2)] = PartitionState(failures=1, last_failure_at=now)  # never rolled, backing off
+    sweeps = {("s", date(2024, 3, 1)): swept(at("2024-03-02T00:10:00"), at("2024-03-01T23:35:00"))}
+    plan = plan_tick(state(now, [scanner], rollups, sweeps))
+    assert plan.waiting["2024-03-01|s"] == "rollups of 2024-03-02 not materialized"
+    # Rolled, but lagging: yesterday's sweep reaches no further than today's rollups allow.
+    rollups[date(2024, 3, 2)] = rolled(at("2024-03-02T00:05:00"), date(2024, 3, 2))
+    rollups[date(2024, 3, 2)] = PartitionState(materialized_at=at("2024-03-02T00:05:00"), covered_until=at("2024-03-02T00:05:00"),
+                                               failures=1, last_failure_at=now)  # fmt: skip
+    plan = plan_tick(state(now, [scanner], rollups, sweeps))
+    assert plan.waiting["2024-03-01|s"] == "rollups have not advanced since the last sweep"
+
+
+def test_a_backdated_scanner_gets_every_rollup_day_its_first_sweep_reads():
+    """Issue #11.6: the sweep reads from start_at - 26 h; all of those days are rolled first (or,
+    older than the catch-up window, named as waiting for a hand backfill)."""
+    now = at("2024-03-10T12:00:00")
+    rollups = {d: rolled(now - timedelta(minutes=5), d) for d in (date(2024, 3, 9), date(2024, 3, 10))}
+    recent = ScannerState("recent", True, at("2024-03-07T06:00:00"))
+    plan = plan_tick(state(now, [recent], rollups))
+    rolled_days = [r.day for r in plan.requests if r.asset == "rollups"]
+    assert rolled_days == [date(2024, 3, 5), date(2024, 3, 6), date(2024, 3, 7), date(2024, 3, 8), date(2024, 3, 10)]
+    assert "sweep:2024-03-07|recent" in keys(plan)
+    ancient = ScannerState("ancient", True, at("2024-01-20T06:00:00"))
+    plan = plan_tick(state(now, [ancient], rollups))
+    assert "older than the catch-up window" in plan.waiting["2024-01-18"]
+    assert plan.waiting["2024-03-03|ancient"].startswith("rollups of 2024-01-18, 2024-01-19")

@@ -24,7 +24,7 @@ from tests.support import (
     event,
     expected_rollups,
     insert_rows,
-    materialize_rollup,
+    roll_for_sweeps,
     observed,
     rollups_frame,
     sweep,
@@ -101,8 +101,7 @@ TEAM_A_SCANNERS: dict[str, tuple[dict[str, Any], set[str]]] = {
 
 
 def roll(instance, resources, as_of) -> None:
-    for day in ("2024-02-29", "2024-03-01"):
-        result = materialize_rollup(instance, resources["clickhouse"], day, as_of)
+    for result in roll_for_sweeps(instance, resources["clickhouse"], as_of):
         assert all(check.passed for check in result.get_asset_check_evaluations())
 
 

@@ -2,24 +2,18 @@
 
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Literal, Mapping
 
 import dagster as dg
 
 from session_assets.assets.events import events
+from session_assets.coverage import VISIBILITY_LAG, RollupRecord, day_coverage, late_horizon
 from session_assets.days import day_start, is_complete
 from session_assets.partitions import daily_partitions_def
 from session_assets.resources import ClickHouseResource
-from session_assets.run_context import is_backfill, latest_materialization, metadata_time, parse_as_of
-
-# Re-read a little before the previous as-of time: an event stamped just before
-# it may only have become visible just after.
-INCREMENTAL_OVERLAP = timedelta(minutes=5)
-# How far back a sweep looks for late events of earlier days. Older late data
-# needs a hand backfill; the bound keeps the scan of `inserted_at` small.
-LATE_HORIZON = timedelta(days=7)
+from session_assets.run_context import is_backfill, latest_materializations, parse_as_of
 
 ROLLUP_COLUMNS = dg.TableSchema(
     columns=[
@@ -52,8 +46,10 @@ class RollupPlan:
     day: date
     as_of: datetime
     mode: Literal["full", "incremental"]
-    since: datetime | None  # incremental: events inserted after this are re-rolled
-    late_horizon_start: datetime | None  # incremental: earliest day checked for late events
+    since: datetime | None  # incremental: the day's keys with events inserted after this are re-rolled
+    # Earlier days (rolled before) whose keys with events inserted after their own
+    # `since` are re-rolled: late data. Every run does this pass, full ones too.
+    late_since: Mapping[date, datetime] = field(default_factory=dict)
 
     @property
     def day_start(self) -> datetime:
@@ -71,15 +67,25 @@ class RollupPlan:
 def plan_rollup(
     day: date,
     as_of: datetime,
-    previous_covered_until: datetime | None,
+    records: Mapping[date, RollupRecord],
     backfill: bool,
     start_date: date,
 ) -> RollupPlan:
-    """Full recompute for backfills, first runs and re-runs of the past; else incremental."""
-    if backfill or previous_covered_until is None or as_of <= previous_covered_until:
-        return RollupPlan(day, as_of, "full", None, None)
-    horizon = max(day_start(start_date), day_start(day) - LATE_HORIZON)
-    return RollupPlan(day, as_of, "incremental", previous_covered_until - INCREMENTAL_OVERLAP, horizon)
+    """Full recompute for backfills, first runs and re-runs of the past; else incremental.
+
+    `records` are the latest rollup records of the day and the 7 before it. Each
+    read starts VISIBILITY_LAG before the coverage it continues, so an event
+    stamped just before it but visible only after it is not missed.
+    """
+    late_since = {
+        d: covered - VISIBILITY_LAG
+        for d in late_horizon(day, start_date)
+        if (covered := day_coverage(d, records)) is not None
+    }
+    own = records.get(day)
+    if backfill or own is None or as_of <= own.covered_until:
+        return RollupPlan(day, as_of, "full", None, late_since)
+    return RollupPlan(day, as_of, "incremental", own.covered_until - VISIBILITY_LAG, late_since)
 
 
 @dg.asset(
@@ -103,32 +109,31 @@ def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: Click
     day = date.fromisoformat(context.partition_key)
     tags = context.run.tags
     as_of = parse_as_of(tags)
-    previous = latest_materialization(context.instance, context.asset_key, context.partition_key)
-    previous_covered_until = metadata_time(previous[0].get("covered_until")) if previous else None
-    plan = plan_rollup(day, as_of, previous_covered_until, is_backfill(tags), daily_partitions_def.start.date())
+    start_date = daily_partitions_def.start.date()
+    records = read_rollup_records(context.instance, [*late_horizon(day, start_date), day])
+    plan = plan_rollup(day, as_of, records, is_backfill(tags), start_date)
     context.log.info(f"rolling up {day} as of {as_of.isoformat()} ({plan.mode}, since {plan.since})")
 
     late_days: list[date] = []
-    if plan.mode == "incremental":
+    if plan.late_since:
+        checked = sorted(plan.late_since)
         late_days = [
             row[0]
             for row in clickhouse.query(
                 "rollup_late_days",
-                since=plan.since,
+                late_days=checked,
+                late_since=[plan.late_since[d] for d in checked],
+                min_since=min(plan.late_since.values()),
                 as_of=as_of,
-                horizon_start=plan.late_horizon_start,
-                day_start=plan.day_start,
+                range_start=day_start(checked[0]),
+                range_end=day_start(checked[-1]) + timedelta(days=1),
             ).result_rows
         ]
-    days = sorted({day, *late_days})
+    incremental = {d: plan.late_since[d] for d in late_days}
+    if plan.mode == "incremental":
+        incremental[day] = plan.since
     clickhouse.command(
-        "rollup_sessions",
-        full=plan.mode == "full",
-        since=plan.since or plan.as_of,
-        as_of=as_of,
-        days=days,
-        range_start=day_start(days[0]),
-        range_end=day_start(days[-1]) + timedelta(days=1),
+        "rollup_sessions", **rollup_params(as_of, full_days=[day] if plan.mode == "full" else [], incremental=incremental)
     )
     sessions, event_total, recomputed = clickhouse.query("rollup_partition_stats", day=day, as_of=as_of).result_rows[0]
     duration = time.monotonic() - started
@@ -143,7 +148,33 @@ def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: Click
             "sessions": dg.MetadataValue.int(int(sessions)),
             "events": dg.MetadataValue.int(int(event_total or 0)),
             "late_days": dg.MetadataValue.json([d.isoformat() for d in late_days]),
+            # The earlier days whose late events this run re-rolled up to covered_until.
+            "late_covered_until": dg.MetadataValue.timestamp(as_of),
+            "late_covered_days": dg.MetadataValue.json([d.isoformat() for d in sorted(plan.late_since)]),
             "duration_s": dg.MetadataValue.float(round(duration, 3)),
             "dagster/row_count": dg.MetadataValue.int(int(sessions)),
         }
     )
+
+
+def rollup_params(as_of: datetime, full_days: list[date], incremental: Mapping[date, datetime]) -> dict:
+    """The parameters of `rollup_sessions.sql`: whole days, and days re-rolled from a `since` each."""
+    days = sorted({*full_days, *incremental})
+    return {
+        "as_of": as_of,
+        "days": days,
+        "full_days": sorted(full_days),
+        "incremental_days": sorted(incremental),
+        "incremental_since": [incremental[d] for d in sorted(incremental)],
+        # Nothing incremental: a bound past every row, so the inner scan reads nothing.
+        "min_since": min(incremental.values(), default=as_of),
+        "range_start": day_start(days[0]),
+        "range_end": day_start(days[-1]) + timedelta(days=1),
+    }
+
+
+def read_rollup_records(instance: dg.DagsterInstance, days: list[date]) -> dict[date, RollupRecord]:
+    """The latest rollup record of each day that has one (two bounded queries)."""
+    found = latest_materializations(instance, session_counter_rollups.key, [d.isoformat() for d in days])
+    records = {date.fromisoformat(key): RollupRecord.from_metadata(values) for key, values in found.items()}
+    return {d: r for d, r in records.items() if r is not None}

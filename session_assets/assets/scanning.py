@@ -6,6 +6,7 @@ failed run records nothing, so the next run resumes from the last good one.
 """
 
 import time
+import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -13,10 +14,11 @@ import dagster as dg
 
 from session_assets import observations, sql, watermarks
 from session_assets.failpoints import failpoint
-from session_assets.assets.rollups import session_counter_rollups
+from session_assets.assets.rollups import read_rollup_records, session_counter_rollups
+from session_assets.coverage import coverage, missing_days
 from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.run_context import is_backfill, latest_materialization, metadata_time, parse_as_of
+from session_assets.run_context import BadRunTag, is_backfill, latest_materialization, parse_as_of
 from session_assets.scanners import ScannerError, compile_filter
 from session_assets.scanners import store as scanner_store
 
@@ -43,7 +45,8 @@ CANDIDATE_COLUMNS = dg.TableSchema(
         dg.TableColumn("event_count … cost_usd", "counters", description="The session counters the verdict used."),
         dg.TableColumn("late", "UInt8", description="Found again because its events arrived late."),
         dg.TableColumn("sampled", "UInt8", description="Passed the scanner's deterministic sample."),
-        dg.TableColumn("window_as_of", "DateTime64(6, 'UTC')", description="As-of time of the sweep (row version)."),
+        dg.TableColumn("window_id", "String", description="The sweep attempt that wrote the row."),
+        dg.TableColumn("window_as_of", "DateTime64(6, 'UTC')", description="As-of time of that sweep."),
     ]
 )
 OBSERVATION_COLUMNS = dg.TableSchema(
@@ -115,7 +118,10 @@ def scanner_sweep(
     clickhouse.prefer_memory_to_speed()
     keys = context.partition_key.keys_by_dimension
     day, scanner_id = date.fromisoformat(keys["date"]), keys["scanner"]
-    as_of = parse_as_of(context.run.tags)
+    try:
+        as_of = parse_as_of(context.run.tags)
+    except BadRunTag as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
     backfill = is_backfill(context.run.tags)
     pool = postgres.pool()
 
@@ -128,19 +134,24 @@ def scanner_sweep(
         raise dg.Failure(description=f"scanner {scanner_id!r} is invalid: {error}", allow_retries=False) from error
 
     start = _starting_point(context, day, stored.start_at, backfill)
-    covered_until = _rollups_covered_until(context.instance, day)
-    frontier = watermarks.frontier(day, as_of, covered_until)
+    bounds = watermarks.window(start.watermark, stored.start_at)
+    read_days = bounds.read_days(as_of)
+    records = read_rollup_records(context.instance, read_days)
+    first_day = daily_partitions_def.start.date()
+    seen = watermarks.seen_until(as_of, coverage(read_days, records, first_day))
+    frontier = watermarks.frontier(day, seen)
     context.log.info(
-        f"sweeping {scanner_id} for {day} as of {as_of.isoformat()}: from {start.watermark.key} ({start.source}), "
-        f"frontier {frontier}"
+        f"sweeping {scanner_id} for {day} as of {as_of.isoformat()}: from {_iso(start.watermark.end)} "
+        f"{start.watermark.session_id!r} ({start.source}), rollups {read_days[0]}..{read_days[-1]} seen until "
+        f"{_iso(seen)}, frontier {_iso(frontier)}"
     )
 
     counts = {"candidates": 0, "sampled_out": 0, "late_candidates": 0}
     walk = observations.WalkResult()
     window_started = time.monotonic()
     if frontier is not None:
-        window = watermarks.window(start.watermark, frontier, stored.start_at)
-        params = candidate_params(clickhouse, window, compiled, scanner, day, as_of)
+        window_id = uuid.uuid4().hex  # this attempt's rows only: a retry never walks a failed one's
+        params = candidate_params(clickhouse, bounds, frontier, read_days, compiled, scanner, day, as_of, window_id)
         client = clickhouse.client()
         insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
         # In-process chDB shares the run's memory and cores with Postgres and Python:
@@ -167,22 +178,29 @@ def scanner_sweep(
         # many small parts, which a FINAL read would otherwise hold at once (+60-80 MB
         # at 1M candidates, the sweep's peak when it ran before the walk).
         stats_started = time.monotonic()
-        stats = clickhouse.query("candidates_stats", scanner_id=scanner.id, day=day, as_of=as_of)
+        stats = clickhouse.query("candidates_stats", scanner_id=scanner.id, team_id=scanner.team_id, day=day, window_id=window_id)
         counts = dict(zip(("candidates", "sampled_out", "late_candidates"), map(int, stats.result_rows[0])))
         window_seconds += time.monotonic() - stats_started
     else:
         window_seconds = 0.0
-        context.log.warning(f"rollups for {day} (and the day before) are not materialized yet: nothing to sweep")
+        missing = missing_days(read_days, records, first_day)
+        context.log.warning(
+            f"rollups of {', '.join(map(str, missing))} are not materialized yet: nothing to sweep, watermark kept"
+        )
 
     failpoint("before_materialization")
-    new_watermark = watermarks.next_watermark(start.watermark, frontier, walk.last_handled, walk.finished, as_of)
+    new_watermark = watermarks.next_watermark(start.watermark, frontier, walk.last_handled, walk.stopped_at, seen)
     complete = watermarks.is_complete(day, frontier, walk.finished)
     quota_skipped = counts["candidates"] - walk.handled if not walk.finished else 0
     shared = {
         "watermark_end": dg.MetadataValue.timestamp(new_watermark.end),
         "watermark_session_id": dg.MetadataValue.text(new_watermark.session_id),
+        "seen_until": dg.MetadataValue.timestamp(new_watermark.seen_until)
+        if new_watermark.seen_until
+        else dg.MetadataValue.text("nothing seen yet"),
         "frontier": dg.MetadataValue.timestamp(frontier) if frontier else dg.MetadataValue.text("no rollups yet"),
         "complete": dg.MetadataValue.bool(complete),
+        "quota_stopped": dg.MetadataValue.bool(not walk.finished),
         "as_of": dg.MetadataValue.timestamp(as_of),
         "resumed_from": dg.MetadataValue.text(f"{start.source}: {start.watermark.end.isoformat()} {start.watermark.session_id}".strip()),
         "scanner": dg.MetadataValue.text(f"{scanner.id} (team {scanner.team_id}, {scanner.kind})"),
@@ -214,18 +232,29 @@ def scanner_sweep(
 
 
 def candidate_params(
-    clickhouse: ClickHouseResource, window: watermarks.Window, compiled: Any, scanner: Any, day: date, as_of: datetime
+    clickhouse: ClickHouseResource,
+    bounds: watermarks.Window,
+    frontier: datetime,
+    read_days: list[date],
+    compiled: Any,
+    scanner: Any,
+    day: date,
+    as_of: datetime,
+    window_id: str,
 ) -> dict[str, Any]:
     """The bound parameters of one window's candidates INSERT, walk and stats."""
     return {
         **clickhouse.table_params(),
-        **window.params(),
+        **bounds.params(frontier),
         **compiled.params,
+        "read_from": read_days[0],
+        "read_until": read_days[-1],
         "scanner_id": scanner.id,
         "team_id": scanner.team_id,
         "day": day,
         "sample_threshold": scanner.sample_threshold,
         "as_of": as_of,
+        "window_id": window_id,
     }
 
 
@@ -246,18 +275,5 @@ def _watermark(instance: dg.DagsterInstance, partition_key: str) -> watermarks.W
     return watermarks.Watermark.from_metadata(found[0]) if found else None
 
 
-def _rollups_covered_until(instance: dg.DagsterInstance, day: date) -> datetime | None:
-    """The rollups' coverage for the window: the day and the day before (sessions cross midnight)."""
-    days = [day]
-    if day - timedelta(days=1) >= daily_partitions_def.start.date():
-        days.append(day - timedelta(days=1))
-    covered = []
-    for d in days:
-        found = latest_materialization(instance, session_counter_rollups.key, d.isoformat())
-        if found is None:
-            return None
-        if d != day and found[0].get("complete"):
-            continue  # a settled day covers its sessions; its late events are re-rolled with `day`
-        covered.append(metadata_time(found[0].get("covered_until")))
-    return min(covered)
-
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else "none"

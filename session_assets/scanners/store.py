@@ -15,6 +15,14 @@ from session_assets.days import SETTLE
 from session_assets.scanners.model import Scanner, ScannerError
 
 
+class TeamChange(ValueError):
+    def __init__(self, scanner_id: str, saved: int, wanted: int):
+        super().__init__(
+            f"scanner {scanner_id!r}: team_id {wanted} differs from its saved team_id {saved}; a scanner's team cannot "
+            f"change (its watermarks, observations and quota belong to team {saved}): give it a new id"
+        )
+
+
 class UnknownScanner(ValueError):
     def __init__(self, scanner_id: str):
         super().__init__(f"no scanner with id {scanner_id!r} (see `session-assets scanners list`)")
@@ -38,7 +46,7 @@ class StoredScanner:
 
     @property
     def start_at(self) -> datetime:
-        return self.row["start_at"]
+        return self.row["start_at"].astimezone(timezone.utc)
 
     def valid(self) -> Scanner:
         if self.scanner is None:
@@ -55,16 +63,32 @@ def _stored(row: dict[str, Any]) -> StoredScanner:
 
 def save(pool: ConnectionPool, scanner: Scanner, now: datetime | None = None) -> bool:
     """Insert or update; a new scanner starts at its start_at or now - settle. True if new."""
+    return save_all(pool, [scanner], now)[0]
+
+
+def save_all(pool: ConnectionPool, scanners: list[Scanner], now: datetime | None = None) -> list[bool]:
+    """Save every scanner or none (one transaction); which were new.
+
+    A scanner's team never changes: its watermarks, candidates, observations and
+    quota belong to the team it was created for.
+    """
     now = now or datetime.now(timezone.utc)
-    record = scanner.to_record()
-    params = {
-        **record,
-        "filter": Jsonb(record["filter"]),
-        "rule": Jsonb(record["rule"]),
-        "start_at": scanner.start_at or now - SETTLE,
-    }
-    with pool.connection() as conn:
-        return bool(conn.execute(sql.load("postgres/scanner_upsert.sql"), params).fetchone()[0])
+    added = []
+    with pool.connection() as conn, conn.transaction():
+        for scanner in scanners:
+            record = scanner.to_record()
+            params = {
+                **record,
+                "filter": Jsonb(record["filter"]),
+                "rule": Jsonb(record["rule"]),
+                "start_at": scanner.start_at or now - SETTLE,
+            }
+            row = conn.execute(sql.load("postgres/scanner_upsert.sql"), params).fetchone()
+            if row is None:  # the id exists with another team: nothing is written
+                saved = conn.execute(sql.load("postgres/scanner_get.sql"), {"id": scanner.id}).fetchone()
+                raise TeamChange(scanner.id, int(saved[1]), scanner.team_id)
+            added.append(bool(row[0]))
+    return added
 
 
 def get(pool: ConnectionPool, scanner_id: str) -> StoredScanner:

@@ -1,12 +1,13 @@
 -- SPEC §6: the sessions of one team eligible for one scanner's window, written
--- to scanner_candidates. A session qualifies when it ended after the watermark
--- keyset and started within the lookback, or (late data) when events arrived
--- after the previous sweep's as-of time and it ended within the lateness
--- horizon; and it ended at or before the frontier, has a 1..128-character id,
--- and passes the scanner's filter. Sampling is recorded, not applied, so that
--- what was sampled out can be counted.
+-- to scanner_candidates under this attempt's {window_id}. A session qualifies
+-- when it ended after the watermark keyset (on `end` alone when no session id is
+-- stored) and started within the lookback, or (late data) when the watermark
+-- passed it but events arrived after what the previous sweep saw, and it ended
+-- within the lateness horizon; and it ended at or before the frontier, has a
+-- 1..128-character id, and passes the scanner's filter. Sampling is recorded,
+-- not applied, so that what was sampled out can be counted.
 INSERT INTO scanner_candidates (
-    scanner_id, team_id, day, session_id, distinct_id, session_start, session_end, duration_s,
+    scanner_id, team_id, day, window_id, session_id, distinct_id, session_start, session_end, duration_s,
     event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
     ai_generation_count, input_tokens, output_tokens, cost_usd, entry_url, max_inserted_at,
     late, sampled, window_as_of
@@ -15,6 +16,7 @@ SELECT
     {scanner_id:String},
     team_id,
     {day:Date},
+    {window_id:String},
     session_id,
     distinct_id,
     session_start,
@@ -22,7 +24,7 @@ SELECT
     duration_s,
     event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
     ai_generation_count, input_tokens, output_tokens, cost_usd, entry_url, max_inserted_at,
-    (session_end, session_id) <= ({watermark_end:DateTime64(6, 'UTC')}, {watermark_session_id:String}) AS late,
+    NOT after_watermark AS late,
     cityHash64(concat(session_id, {scanner_id:String})) % 10000 < {sample_threshold:UInt32} AS sampled,
     {as_of:DateTime64(6, 'UTC')}
 FROM
@@ -46,13 +48,18 @@ FROM
         toUInt64(least(sum(toUInt128(output_tokens)), 18446744073709551615)) AS output_tokens,
         toDecimal128(least(sum(toDecimal256(cost_usd, 12)), toDecimal256('99999999999999999999999999.999999999999', 12)), 12) AS cost_usd,
         toValidUTF8(replaceAll(argMinIf(entry_url, first_timestamp, entry_url != ''), '\0', '')) AS entry_url,
-        max(max_inserted_at) AS max_inserted_at
+        max(max_inserted_at) AS max_inserted_at,
+        if({watermark_session_id:String} = '',
+           session_end > {watermark_end:DateTime64(6, 'UTC')},
+           (session_end, session_id) > ({watermark_end:DateTime64(6, 'UTC')}, {watermark_session_id:String})) AS after_watermark
     FROM session_counter_rollups_v2 FINAL
     WHERE team_id = {team_id:Int64}
-      -- One day before the earliest allowed start: a session that began earlier
-      -- then shows its true, too-early start and is excluded, never truncated.
-      AND day >= toDate({window_start:DateTime64(6, 'UTC')}) - 1
-      AND day <= toDate({window_end:DateTime64(6, 'UTC')})
+      -- From the day before the earliest allowed start (a session that began earlier
+      -- then shows its true, too-early start and is excluded, never truncated) to
+      -- the as-of day (a session that went on after the frontier, across midnight
+      -- say, shows its true end and is not taken for finished).
+      AND day >= {read_from:Date}
+      AND day <= {read_until:Date}
     GROUP BY team_id, session_id
 )
 WHERE session_end <= {window_end:DateTime64(6, 'UTC')}
@@ -61,13 +68,13 @@ WHERE session_end <= {window_end:DateTime64(6, 'UTC')}
   AND isValidUTF8(session_id) AND position(session_id, '\0') = 0
   AND (
       (
-          (session_end, session_id) > ({watermark_end:DateTime64(6, 'UTC')}, {watermark_session_id:String})
+          after_watermark
           AND session_start >= {min_start:DateTime64(6, 'UTC')}
       )
       OR (
           -- Late: the watermark passed it before its last events arrived.
           {late_enabled:Bool}
-          AND (session_end, session_id) <= ({watermark_end:DateTime64(6, 'UTC')}, {watermark_session_id:String})
+          AND NOT after_watermark
           AND max_inserted_at > {late_since:DateTime64(6, 'UTC')}
           AND session_end > {late_floor:DateTime64(6, 'UTC')}
           AND session_start >= {late_min_start:DateTime64(6, 'UTC')}

@@ -3,17 +3,17 @@
 -- memory stays flat however many there are. One reader thread and no buffering
 -- before the merge of parts (`read_in_order_use_buffering` buys parallelism the
 -- caller, writing pages to Postgres, cannot use; measured +135 MB over 8 parts).
--- A retried window may have left an
--- identical row beside each of its rows until they merge: the caller skips a
--- row whose key equals the one before.
+-- Each attempt writes its own window id; the caller still skips a row whose key
+-- equals the one before (the table is a ReplacingMergeTree: copies are harmless).
 SELECT
     team_id, session_id, distinct_id, session_start, session_end, duration_s,
     event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
     ai_generation_count, input_tokens, output_tokens, cost_usd, entry_url, late
 FROM scanner_candidates
 WHERE scanner_id = {scanner_id:String}
+  AND team_id = {team_id:Int64}
   AND day = {day:Date}
-  AND window_as_of = {as_of:DateTime64(6, 'UTC')}
+  AND window_id = {window_id:String}
   AND sampled = 1
 ORDER BY session_end, session_id
 SETTINGS optimize_read_in_order = 1, read_in_order_use_buffering = 0, max_threads = 1

@@ -1,6 +1,7 @@
--- Recompute rollup rows from raw events as of {as_of}: for the whole day range
--- when {full} is true, else only the (team, session, day) keys that received
--- events inserted in ({since}, {as_of}]. Each row is a complete aggregation.
+-- Recompute rollup rows from raw events as of {as_of}: every (team, session, day)
+-- of the {full_days}, and of the {incremental_days} only the keys that received
+-- events inserted in (that day's {incremental_since}, {as_of}]. Each row is a
+-- complete aggregation of its key, so a recomputed row replaces the old one.
 INSERT INTO session_counter_rollups_v2 (
     team_id, day, session_id, distinct_id,
     event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
@@ -23,15 +24,17 @@ WHERE timestamp >= {range_start:DateTime64(6, 'UTC')}
   AND toDate(timestamp) IN {days:Array(Date)}
   AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
   AND (
-      {full:Bool}
+      toDate(timestamp) IN {full_days:Array(Date)}
       OR (team_id, `$session_id`, toDate(timestamp)) IN (
           SELECT team_id, `$session_id`, toDate(timestamp)
           FROM {events_db:Identifier}.{events_table:Identifier}
-          WHERE timestamp >= {range_start:DateTime64(6, 'UTC')}
-            AND timestamp < {range_end:DateTime64(6, 'UTC')}
-            AND toDate(timestamp) IN {days:Array(Date)}
-            AND inserted_at > {since:DateTime64(6, 'UTC')}
+          -- {min_since}: the oldest of the days' since, a constant the inserted_at index skips on
+          WHERE inserted_at > {min_since:DateTime64(6, 'UTC')}
             AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
+            AND timestamp >= {range_start:DateTime64(6, 'UTC')}
+            AND timestamp < {range_end:DateTime64(6, 'UTC')}
+            AND toDate(timestamp) IN {incremental_days:Array(Date)}
+            AND inserted_at > {incremental_since:Array(DateTime64(6, 'UTC'))}[indexOf({incremental_days:Array(Date)}, toDate(timestamp))]
       )
   )
 GROUP BY team_id, day, session_id

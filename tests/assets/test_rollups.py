@@ -6,7 +6,8 @@ import dagster as dg
 import pandas as pd
 
 from session_assets.assets import session_counter_rollups
-from session_assets.assets.rollups import INCREMENTAL_OVERLAP, LATE_HORIZON, plan_rollup
+from session_assets.assets.rollups import plan_rollup
+from session_assets.coverage import VISIBILITY_LAG, RollupRecord, late_horizon
 from session_assets.days import SETTLE, is_complete
 from session_assets.checks import rollup_counters_match_events
 from session_assets.resources import ClickHouseResource
@@ -29,27 +30,50 @@ START = date(2024, 1, 1)
 # --- the pure decisions -------------------------------------------------------
 
 
+def record(covered_until, complete=False, late_until=None, late_days=()):
+    return RollupRecord(covered_until, complete, late_until, frozenset(late_days))
+
+
 def test_first_run_and_backfill_recompute_the_whole_day():
     as_of = at("2024-03-01T12:00:00")
-    assert plan_rollup(DAY, as_of, None, backfill=False, start_date=START).mode == "full"
-    assert plan_rollup(DAY, as_of, at("2024-03-01T11:00:00"), backfill=True, start_date=START).mode == "full"
+    assert plan_rollup(DAY, as_of, {}, backfill=False, start_date=START).mode == "full"
+    rolled = {DAY: record(at("2024-03-01T11:00:00"))}
+    assert plan_rollup(DAY, as_of, rolled, backfill=True, start_date=START).mode == "full"
 
 
 def test_a_later_sweep_is_incremental_from_the_previous_covered_until_with_overlap():
     previous = at("2024-03-01T11:55:00")
-    plan = plan_rollup(DAY, at("2024-03-01T12:00:00"), previous, backfill=False, start_date=START)
+    plan = plan_rollup(DAY, at("2024-03-01T12:00:00"), {DAY: record(previous)}, backfill=False, start_date=START)
     assert plan.mode == "incremental"
-    assert plan.since == previous - INCREMENTAL_OVERLAP
-    assert plan.late_horizon_start == at("2024-03-01T00:00:00") - LATE_HORIZON
+    assert plan.since == previous - VISIBILITY_LAG
+
+
+def test_every_run_re_rolls_late_events_of_the_rolled_days_before_it_from_their_own_coverage():
+    """Full runs too (a backfill of an open day, an older as-of): the late pass is what keeps
+    earlier days whole, so skipping it once would drop what arrived meanwhile."""
+    records = {
+        date(2024, 2, 27): record(at("2024-02-28T00:40:00"), True),  # settled, not covered since by any later run
+        date(2024, 2, 29): record(at("2024-03-01T00:40:00"), True),
+        DAY: record(at("2024-03-01T11:55:00"), late_until=at("2024-03-01T11:55:00"), late_days=[date(2024, 2, 29)]),
+    }
+    for backfill in (False, True):
+        plan = plan_rollup(DAY, at("2024-03-01T12:00:00"), records, backfill=backfill, start_date=START)
+        assert plan.late_since == {
+            date(2024, 2, 27): at("2024-02-28T00:40:00") - VISIBILITY_LAG,
+            date(2024, 2, 29): at("2024-03-01T11:55:00") - VISIBILITY_LAG,  # covered by DAY's previous late pass
+        }
+    # 2024-02-28 was never rolled: nothing to keep whole, and no late pass claims it.
+    assert date(2024, 2, 28) not in plan.late_since
 
 
 def test_late_horizon_never_reaches_before_the_start_date():
-    plan = plan_rollup(date(2024, 1, 2), at("2024-01-02T12:00:00"), at("2024-01-02T11:00:00"), False, START)
-    assert plan.late_horizon_start == at("2024-01-01T00:00:00")
+    assert late_horizon(date(2024, 1, 2), START) == [START]
+    assert late_horizon(DAY, START) == [DAY - timedelta(days=n) for n in range(7, 0, -1)]
 
 
 def test_re_running_an_older_as_of_recomputes_fully():
-    plan = plan_rollup(DAY, at("2024-03-01T10:00:00"), at("2024-03-01T12:00:00"), backfill=False, start_date=START)
+    rolled = {DAY: record(at("2024-03-01T12:00:00"))}
+    plan = plan_rollup(DAY, at("2024-03-01T10:00:00"), rolled, backfill=False, start_date=START)
     assert plan.mode == "full"
 
 
@@ -267,3 +291,42 @@ def test_works_unchanged_on_a_posthog_events_table(instance, clickhouse_resource
     as_of = at("2024-03-02T12:00:00")
     assert check_evaluation(materialize_rollup(instance, posthog, DAY, as_of)).passed
     pd.testing.assert_frame_equal(rollups_frame(posthog, DAY), expected_rollups(rows, as_of, DAY))
+
+
+def test_a_full_run_of_an_open_day_between_late_inserts_keeps_earlier_days_whole(instance, clickhouse_resource):
+    """Issue #11.5: a backfill-tagged (full) run of today used to skip the late pass, and the
+    next incremental run started after it: a late event of a settled day inserted in between
+    was never rolled up."""
+    yesterday, today = date(2024, 3, 1), date(2024, 3, 2)
+    rows = [event("$pageview", at("2024-03-01T10:00:00"), "old"), event("$pageview", at("2024-03-02T09:00:00"), "new")]
+    insert_rows(clickhouse_resource, rows)
+    t1 = at("2024-03-02T12:00:00")
+    materialize_rollup(instance, clickhouse_resource, yesterday, t1)  # settled: the sensor stops rolling it
+    materialize_rollup(instance, clickhouse_resource, today, t1)
+    late = [event("$exception", at("2024-03-01T10:05:00"), "old", inserted_at=t1 + timedelta(minutes=1))]
+    insert_rows(clickhouse_resource, late)
+    t2 = t1 + timedelta(minutes=10)
+    assert rollup_metadata(materialize_rollup(instance, clickhouse_resource, today, t2, backfill=True))["mode"] == "full"
+    materialize_rollup(instance, clickhouse_resource, today, t2 + timedelta(minutes=5))
+    pd.testing.assert_frame_equal(
+        rollups_frame(clickhouse_resource, yesterday), expected_rollups(rows + late, t2, yesterday)
+    )
+
+
+def test_an_event_visible_only_after_its_stamp_is_rolled_up_on_a_late_day_too(instance, clickhouse_resource):
+    """The late pass starts VISIBILITY_LAG before the coverage it continues, like the day's own
+    incremental read: an event stamped just before a run but inserted just after it is not missed."""
+    yesterday, today = date(2024, 3, 1), date(2024, 3, 2)
+    rows = [event("$pageview", at("2024-03-01T10:00:00"), "old"), event("$pageview", at("2024-03-02T09:00:00"), "new")]
+    insert_rows(clickhouse_resource, rows)
+    t1 = at("2024-03-02T12:00:00")
+    materialize_rollup(instance, clickhouse_resource, yesterday, t1)
+    materialize_rollup(instance, clickhouse_resource, today, t1)
+    # Stamped a minute before t1 (the loader stamps a batch when it starts), visible after t1's runs.
+    lagged = [event("$exception", at("2024-03-01T10:05:00"), "old", inserted_at=t1 - timedelta(minutes=1))]
+    insert_rows(clickhouse_resource, lagged)
+    t2 = t1 + timedelta(minutes=5)
+    assert rollup_metadata(materialize_rollup(instance, clickhouse_resource, today, t2))["late_days"] == ["2024-03-01"]
+    pd.testing.assert_frame_equal(
+        rollups_frame(clickhouse_resource, yesterday), expected_rollups(rows + lagged, t2, yesterday)
+    )

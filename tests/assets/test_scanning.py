@@ -40,7 +40,12 @@ def session(sid: str, start: datetime, end: datetime, team_id: int = 1, **kw: An
     return rows
 
 
-def roll(instance, resources, as_of: datetime, days=("2024-02-29", "2024-03-01")) -> None:
+# What the test scanners' sweeps read: from the day before their lookback (they start on
+# 2024-02-28, so from 2024-02-25) to the as-of day.
+SWEPT_DAYS = tuple(str(date(2024, 2, 25) + timedelta(days=n)) for n in range(6))
+
+
+def roll(instance, resources, as_of: datetime, days=SWEPT_DAYS) -> None:
     for day in days:
         materialize_rollup(instance, resources["clickhouse"], day, as_of, with_check=False)
 
@@ -287,10 +292,10 @@ def test_the_walk_merges_many_parts_in_key_order_without_buffering_them(clickhou
     The walk merges them in (end, id) order with one reader and no chunk buffer per
     part: with chDB in the run's process that buffer cost ~135 MB over 8 parts."""
     client = clickhouse_resource.client()
-    params = {"scanner_id": "walk-plan", "day": DAY, "as_of": at("2024-03-01T23:00:00")}
+    params = {"scanner_id": "walk-plan", "team_id": 1, "day": DAY, "as_of": at("2024-03-01T23:00:00"), "window_id": "w1"}
     insert = (
-        "INSERT INTO scanner_candidates (scanner_id, team_id, day, session_id, session_end, window_as_of, sampled) "
-        "SELECT {scanner_id:String}, 1, {day:Date}, concat('s', toString(number * 3 + {part:UInt8})), "
+        "INSERT INTO scanner_candidates (scanner_id, team_id, day, window_id, session_id, session_end, window_as_of, sampled) "
+        "SELECT {scanner_id:String}, 1, {day:Date}, {window_id:String}, concat('s', toString(number * 3 + {part:UInt8})), "
         "{as_of:DateTime64(6, 'UTC')} - toIntervalSecond(number * 3 + {part:UInt8}), {as_of:DateTime64(6, 'UTC')}, 1 "
         "FROM numbers(100)"
     )
@@ -315,8 +320,8 @@ def test_candidates_are_stored_in_granules_of_1024_rows(clickhouse_resource):
     a part instead of ~2.3 MB at ClickHouse's default 8192 (migration 006)."""
     client = clickhouse_resource.client()
     client.command(
-        "INSERT INTO scanner_candidates (scanner_id, team_id, day, session_id, session_end, window_as_of, sampled) "
-        "SELECT 'granules', 1, {day:Date}, concat('s', toString(number)), {as_of:DateTime64(6, 'UTC')}, "
+        "INSERT INTO scanner_candidates (scanner_id, team_id, day, window_id, session_id, session_end, window_as_of, sampled) "
+        "SELECT 'granules', 1, {day:Date}, 'w', concat('s', toString(number)), {as_of:DateTime64(6, 'UTC')}, "
         "{as_of:DateTime64(6, 'UTC')}, 1 FROM numbers(5000)",
         parameters={"day": DAY, "as_of": at("2024-03-01T23:00:00")},
     )
@@ -337,8 +342,10 @@ def test_the_candidates_insert_folds_sessions_in_the_rollups_key_order(clickhous
     scanner = parse_scanner({"id": "fold-plan", "team_id": 1, "name": "Fold plan", "kind": "match", "start_at": "2024-02-20T00:00:00Z"})
     compiled = compile_filter(scanner.filter)
     as_of = at("2024-03-02T02:00:00")
-    window = watermarks.window(watermarks.Watermark(end=scanner.start_at), at("2024-03-02T00:00:00"), scanner.start_at)
-    params = candidate_params(clickhouse_resource, window, compiled, scanner, DAY, as_of)
+    window = watermarks.window(watermarks.Watermark(end=scanner.start_at), scanner.start_at)
+    params = candidate_params(
+        clickhouse_resource, window, at("2024-03-02T00:00:00"), window.read_days(as_of), compiled, scanner, DAY, as_of, "w"
+    )
     insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
     select = insert[insert.index("\nSELECT") :]  # the INSERT's own query, settings included
     client = clickhouse_resource.client()
