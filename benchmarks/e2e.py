@@ -345,14 +345,16 @@ class RawPass:
 def raw_pass(s: Stack, scanners: list[Any], day: date, as_of: datetime) -> RawPass:
     """Each scanner's candidates INSERT ... SELECT and a SELECT reading them, bound as a first sweep binds them."""
     client = s.client
-    frontier = watermarks.frontier(day, as_of, as_of)
+    frontier = watermarks.frontier(day, watermarks.seen_until(as_of, as_of))
     insert_s = select_s = 0.0
     counts = {}
     walk_sql = sql.load("clickhouse/candidates_walk.sql")
     for scanner in scanners:
         compiled = compile_filter(scanner.filter)
-        window = watermarks.window(watermarks.Watermark(scanner.start_at), frontier, scanner.start_at)
-        params = candidate_params(s.clickhouse, window, compiled, scanner, day, as_of)
+        window = watermarks.window(watermarks.Watermark(scanner.start_at), scanner.start_at)
+        params = candidate_params(
+            s.clickhouse, window, frontier, window.read_days(as_of), compiled, scanner, day, as_of, f"raw-{scanner.id}"
+        )
         insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
         started = time.perf_counter()
         client.command(insert, parameters=sql.bind(insert, params))

@@ -57,12 +57,8 @@ import numpy as np  # noqa: E402
 from session_assets import clickhouse as ch  # noqa: E402
 from session_assets import sql  # noqa: E402
 from session_assets.assets.events import events  # noqa: E402
-from session_assets.assets.rollups import (  # noqa: E402
-    INCREMENTAL_OVERLAP,
-    LATE_HORIZON,
-    day_start,
-    session_counter_rollups,
-)
+from session_assets.assets.rollups import day_start, rollup_params, session_counter_rollups  # noqa: E402
+from session_assets.coverage import LATE_HORIZON_DAYS, VISIBILITY_LAG as INCREMENTAL_OVERLAP  # noqa: E402
 from session_assets.demo_data import generate_bulk_events, uuid_bytes_to_strings  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.partitions import daily_partitions_def  # noqa: E402
@@ -154,14 +150,10 @@ class Bench:
 
     # The statements, as the asset issues them for a day without late days.
     def rollup_params(self, *, full: bool, as_of: datetime, since: datetime | None = None) -> dict[str, Any]:
-        return {
-            "full": full,
-            "since": since or as_of,
-            "as_of": as_of,
-            "days": [self.day],
-            "range_start": self.day_start,
-            "range_end": self.day_end,
-        }
+        """The asset's own parameters for this day: whole, or re-rolled from `since`."""
+        if full:
+            return {**rollup_params(as_of, [self.day], {}), "since": as_of}
+        return {**rollup_params(as_of, [], {self.day: since or as_of}), "since": since or as_of}
 
     def command(self, name: str, **params: Any) -> Any:
         text = sql.load(f"clickhouse/{name}.sql")
@@ -511,10 +503,12 @@ def diagnose(bench: Bench, as_of: datetime, previous: datetime, n_new: int, samp
         "incremental rollup_late_days",
         lambda: bench.query(
             "rollup_late_days",
-            since=since,
+            late_days=[bench.day - timedelta(days=n) for n in range(LATE_HORIZON_DAYS, 0, -1)],
+            late_since=[since] * LATE_HORIZON_DAYS,
+            min_since=since,
             as_of=as_of,
-            horizon_start=bench.day_start - LATE_HORIZON,
-            day_start=bench.day_start,
+            range_start=bench.day_start - timedelta(days=LATE_HORIZON_DAYS),
+            range_end=bench.day_start,
         ),
     )
     add("incremental touched-keys subquery alone (distinct keys)", raw(touched, incremental))

@@ -290,48 +290,52 @@ def execute_tick(
     plan = sweeps.plan_tick(read_tick_state(instance, pool, now), only_scanner=only_scanner, retry_backoff=retry_backoff())
     if plan.add_scanner_partitions:
         instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)
-    runs = []
-    for request in run_requests(plan, now, source):
-        run_id = str(uuid.uuid4())
-        result = defs.resolve_job_def(request.job_name).execute_in_process(
-            instance=instance,
-            partition_key=request.partition_key,
-            run_id=run_id,
-            tags={
-                **request.tags,
-                "dagster/run_key": request.run_key,
-                WORKER_TAG: worker_tag(run_id),
-                # Nothing can re-execute an in-process run (it has no code location origin):
-                # its failures are the ticks' to retry, with backoff, not Dagster's run retries.
-                "dagster/max_retries": "0",
-            },
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False,
-        )
-        summary: dict[str, Any] = {"partition": request.partition_key, "run_id": result.run_id, "success": result.success}
-        for event in result.get_asset_materialization_events():
-            meta = event.materialization.metadata
-            if event.asset_key == OBSERVATION_BATCHES:
-                summary.update(
-                    watermark_end=_iso(meta["watermark_end"].value),
-                    watermark_session_id=meta["watermark_session_id"].value,
-                    complete=meta["complete"].value,
-                    observed=meta["observed"].value,
-                    quota_skipped=meta["quota_skipped"].value,
-                )
-            elif event.asset_key == session_counter_rollups.key:
-                summary.update(covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value)
-        if not result.success:
-            failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-            summary["error"] = _root_cause(failure.event_specific_data.error) if failure else "run failed"
-        runs.append(summary)
     return {
         "as_of": now.isoformat(),
         "added_scanners": plan.add_scanner_partitions,
-        "runs": runs,
+        "runs": [execute_request(defs, instance, request) for request in run_requests(plan, now, source)],
         "deferred": plan.deferred,
         "waiting": plan.waiting,
     }
+
+
+def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> dict[str, Any]:
+    """Execute one of a tick's run requests in this process; a summary of what it recorded."""
+    run_id = str(uuid.uuid4())
+    result = defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance,
+        partition_key=request.partition_key,
+        run_id=run_id,
+        tags={
+            **request.tags,
+            "dagster/run_key": request.run_key,
+            WORKER_TAG: worker_tag(run_id),
+            # Nothing can re-execute an in-process run (it has no code location origin):
+            # its failures are the ticks' to retry, with backoff, not Dagster's run retries.
+            "dagster/max_retries": "0",
+        },
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    summary: dict[str, Any] = {"partition": request.partition_key, "run_id": result.run_id, "success": result.success}
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        if event.asset_key == OBSERVATION_BATCHES:
+            seen = meta["seen_until"].value
+            summary.update(
+                watermark_end=_iso(meta["watermark_end"].value),
+                watermark_session_id=meta["watermark_session_id"].value,
+                seen_until=_iso(seen) if isinstance(seen, (int, float)) else None,
+                complete=meta["complete"].value,
+                observed=meta["observed"].value,
+                quota_skipped=meta["quota_skipped"].value,
+            )
+        elif event.asset_key == session_counter_rollups.key:
+            summary.update(covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value)
+    if not result.success:
+        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
+        summary["error"] = _root_cause(failure.event_specific_data.error) if failure else "run failed"
+    return summary
 
 
 def _root_cause(error: Any) -> str:

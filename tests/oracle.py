@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
@@ -61,11 +61,15 @@ _EVENT_COUNTERS = {
 # --- counters -------------------------------------------------------------------
 
 
-def _frame(events: Iterable[Mapping[str, Any]], as_of: datetime) -> pd.DataFrame:
-    """The events visible as of `as_of`, one row each, with their per-event counter values."""
+def _frame(events: Iterable[Mapping[str, Any]], as_of: datetime, tick: int | None = None) -> pd.DataFrame:
+    """The events visible as of `as_of`, one row each, with their per-event counter values.
+
+    An event with `_visible_tick` k is in the events table only from tick k on (it was
+    stamped before it became visible); `tick` None means every event is in the table.
+    """
     rows = []
     for e in events:
-        if e["inserted_at"] > as_of:
+        if e["inserted_at"] > as_of or (tick is not None and e.get("_visible_tick", 0) > tick):
             continue
         props = json.loads(e["properties"])
         ai = e["event"] == "$ai_generation"
@@ -134,11 +138,13 @@ def _py(value: Any) -> datetime:
     return stamp.to_pydatetime()
 
 
-def rollups(events: Iterable[Mapping[str, Any]], as_of: datetime) -> dict[tuple[int, date, str], dict[str, Any]]:
+def rollups(
+    events: Iterable[Mapping[str, Any]], as_of: datetime, tick: int | None = None
+) -> dict[tuple[int, date, str], dict[str, Any]]:
     """`session_counter_rollups` as it must read after rolling every day as of `as_of`:
     {(team_id, day, session_id): counters}. Every session id is rolled up, even
     ones no scanner may look at ("" or longer than 128)."""
-    frame = _frame(events, as_of)
+    frame = _frame(events, as_of, tick)
     return {
         (int(team), day_value, sid): _aggregate(group)
         for (team, day_value, sid), group in frame.groupby(["team_id", "day", "session_id"], sort=True)
@@ -170,9 +176,12 @@ class Session:
         return self.duration_s if name == "duration_s" else self.counters[name]
 
 
-def sessions(events: Iterable[Mapping[str, Any]], as_of: datetime) -> list[Session]:
+def sessions(events: Iterable[Mapping[str, Any]], as_of: datetime, tick: int | None = None) -> list[Session]:
     """One `Session` per (team, session id), folding all of its days, as of `as_of`."""
-    frame = _frame(events, as_of)
+    return _fold(_frame(events, as_of, tick))
+
+
+def _fold(frame: pd.DataFrame) -> list[Session]:
     out = []
     for (team, sid), group in frame.groupby(["team_id", "session_id"], sort=True):
         agg = _aggregate(group)
@@ -394,9 +403,31 @@ def _event_matches(e: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
 
 # --- sweeps ---------------------------------------------------------------------
 
+# Package rules the SPEC leaves as configuration (defaults, stated here plainly):
+PARTITIONS_START = date(2024, 1, 1)  # SESSION_ASSETS_START_DATE: days before it hold no data
+VISIBILITY_LAG = timedelta(minutes=5)  # an event is visible at most this long after its stamp
+LATE_HORIZON_DAYS = 7  # a rollup run of day X re-rolls late events of the 7 days before X
+DEFAULT_MONTHLY_QUOTA = 1_000_000
+
 
 def day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _after(key: tuple[datetime, str], watermark: tuple[datetime, str]) -> bool:
+    """SPEC §6.1: strictly after the keyset; on `end` alone when no session id is stored."""
+    return key[0] > watermark[0] if watermark[1] == "" else key > watermark
+
+
+@dataclass(frozen=True)
+class RollupDay:
+    """What rollup day d's latest record says, and which events its rows hold."""
+
+    covered_until: datetime
+    complete: bool
+    late_until: datetime  # this run's late pass re-rolled...
+    late_days: frozenset[date]  # ...these earlier days, up to late_until
+    data: tuple[datetime, int]  # (as-of, tick) of the newest computation of the day's rows
 
 
 @dataclass(frozen=True)
@@ -404,11 +435,10 @@ class Partition:
     """What the latest sweep of one (scanner, day) recorded (SPEC §5)."""
 
     watermark: tuple[datetime, str]  # (watermark_end, watermark_session_id)
-    as_of: datetime  # the as-of time of that sweep
-    frontier: datetime
-
-    def complete(self, day: date) -> bool:
-        return self.frontier >= day_start(day) + timedelta(days=1)
+    seen_until: datetime | None  # what that sweep saw: its rollups' coverage, capped at its as-of
+    frontier: datetime | None
+    complete: bool
+    quota_stopped: bool
 
 
 @dataclass(frozen=True)
@@ -420,71 +450,103 @@ class Observation:
     late: bool  # found behind the watermark, because its events arrived late
 
 
-CATCH_UP_DAYS = 7  # the sensor watches this many days back (package rule)
+class Model:
+    """The stores as the runs a history executed must leave them, run by run.
 
+    The test tells the model which runs the package executed, in order, at which
+    tick (the sensor's plan is the package's; this checks what each run does):
 
-class Sweeps:
-    """Every sweep tick, the way the sweep sensor drives it, simulated in Python.
-
-    One tick at as-of time T first re-rolls every open day as of T (so the
-    rollups' `covered_until` is T), then sweeps each scanner's incomplete days,
-    oldest first. Nothing fails and no quota runs out in the property tests.
-
-    Which partition observes a session: the walk of (scanner, day d) covers the
-    keysets up to d's end, inclusive (a session ending exactly at midnight is
-    the day before's), and day d+1 resumes from d's watermark. So a session is
-    observed by the partition of the UTC day its end falls in, or, when its
-    events arrive after the watermarks passed it, by the partition swept next
-    after they arrive (the oldest incomplete day then), through the late rule.
+    - `roll(day, as_of, tick)`: a rollup run of `day`. Its rows are then those of a
+      fresh aggregation of the events visible at that tick and inserted up to
+      `as_of`; it also re-rolls the late events of the 7 days before, those rolled
+      before. Its record says so (covered_until, late_until and late_days).
+    - `sweep(scanner, day, as_of)`: a sweep (SPEC §5, §6, §8). It reads the rollup
+      days from the day before its lookback to its as-of day; it sees events up
+      to the oldest coverage of those days (`seen_until`), never past its as-of;
+      its frontier follows from that. A session is late when the watermark has
+      passed it and its events arrived after the previous sweep's `seen_until`,
+      less the visibility lag. Quota is spent one new observation at a time, in
+      keyset order; the walk stops at the first new session it cannot pay for.
     """
 
-    def __init__(self, events: Sequence[Mapping[str, Any]], scanners: Sequence[Scanner]):
+    def __init__(self, events: Sequence[Mapping[str, Any]], start_date: date = PARTITIONS_START):
         self.events = list(events)
-        self.scanners = list(scanners)
+        self.start_date = start_date
+        self.scanners: dict[str, Scanner] = {}
+        self.rollups: dict[date, RollupDay] = {}
         self.partitions: dict[tuple[str, date], Partition] = {}
         self.observations: dict[tuple[str, str], Observation] = {}
-        self.ticks: list[datetime] = []
+        self.quota_limits: dict[int, int] = {}
+        self.quota_used: dict[int, int] = {}
 
-    def tick(self, as_of: datetime) -> None:
-        assert not self.ticks or as_of > self.ticks[-1], "as-of times must increase"
-        self.ticks.append(as_of)
-        visible = sessions(self.events, as_of)
-        for scanner in self.scanners:
-            day = scanner.start_at.date()  # a scanner's partitions start on its start day
-            while day <= as_of.date():
-                if day < as_of.date() - timedelta(days=CATCH_UP_DAYS):
-                    done = self.partitions.get((scanner.id, day))
-                    # Older incomplete days need a hand backfill; not modelled here.
-                    assert done is not None and done.complete(day), f"{day} is outside the sensor's catch-up window"
-                else:
-                    self._sweep_if_due(scanner, day, as_of, visible)
-                day += timedelta(days=1)
+    def add_scanner(self, scanner: Scanner) -> None:
+        self.scanners[scanner.id] = scanner
 
-    def _sweep_if_due(self, scanner: Scanner, day: date, as_of: datetime, visible: list[Session]) -> None:
-        own = self.partitions.get((scanner.id, day))
-        if own is not None and own.complete(day):
-            return  # a complete day is never swept again; its late sessions are found by later days
-        # SPEC §6.2: frontier = min(day end, min(as_of, covered_until) - settle); covered_until = T here.
-        frontier = min(day_start(day) + timedelta(days=1), as_of - SETTLE)
-        # The sensor only sweeps a partition that can move: its frontier past the last one, or
-        # (first sweep) past the later of the day start and the scanner start (package rule, §9).
-        floor = own.frontier if own is not None else max(day_start(day), scanner.start_at)
-        if frontier <= floor:
-            return
-        # §5: resume from the partition's own watermark, else from the previous day's, else the
-        # scanner's start (§7). A watermark carries the as-of time of the sweep that wrote it.
-        previous = own or self.partitions.get((scanner.id, day - timedelta(days=1)))
-        if previous is not None:
-            watermark, late_since = previous.watermark, previous.as_of
-        else:
-            watermark, late_since = (scanner.start_at, ""), None
-        # Late data (§6, "Late data"): a session the watermark already passed is considered again
-        # when its events arrived after the previous sweep's as-of time, if it ended within 48 h
-        # before the watermark (never before the scanner start). Its lookback is measured from
-        # that horizon (package rule: start >= horizon - 26 h). A session the watermark has not
-        # passed is no late session: rules 1 and 3 decide (the package differs here, see
-        # tests/test_properties.py::test_a_session_longer_than_the_lookback_...).
+    def set_quota(self, team_id: int, limit: int) -> None:
+        self.quota_limits[team_id] = limit
+
+    # --- rollups
+
+    def roll(self, day: date, as_of: datetime, tick: int) -> None:
+        first = max(self.start_date, day - timedelta(days=LATE_HORIZON_DAYS))
+        late = frozenset(first + timedelta(days=n) for n in range((day - first).days) if first + timedelta(days=n) in self.rollups)
+        for d in late:
+            self.rollups[d] = replace(self.rollups[d], data=max(self.rollups[d].data, (as_of, tick)))
+        previous = self.rollups.get(day)
+        self.rollups[day] = RollupDay(
+            covered_until=as_of,
+            complete=as_of >= day_start(day) + timedelta(days=1) + SETTLE,
+            late_until=as_of,
+            late_days=late,
+            data=max(previous.data, (as_of, tick)) if previous else (as_of, tick),
+        )
+
+    def rows(self, day: date) -> dict[tuple[int, date, str], dict[str, Any]]:
+        """The rollup rows day `day` must hold."""
+        as_of, tick = self.rollups[day].data
+        return {k: v for k, v in rollups(self.events, as_of, tick).items() if k[1] == day}
+
+    def coverage(self, day: date) -> datetime | None:
+        own = self.rollups.get(day)
+        if own is None:
+            return None
+        later = [r.late_until for d, r in self.rollups.items() if d > day and day in r.late_days]
+        return max([own.covered_until, *later])
+
+    # --- sweeps
+
+    def sweep(self, scanner_id: str, day: date, as_of: datetime) -> Partition:
+        scanner = self.scanners[scanner_id]
+        start = (scanner.start_at, "")
+        found = self.partitions.get((scanner.id, day)) or self.partitions.get((scanner.id, day - timedelta(days=1)))
+        if found is None:
+            watermark, seen_before = start, None
+        else:  # never before the scanner's start
+            watermark, seen_before = (found.watermark if found.watermark >= start else start), found.seen_until
+        min_start = watermark[0] - LOOKBACK
+        late_since = seen_before - VISIBILITY_LAG if seen_before is not None else None
         late_floor = max(watermark[0] - LATENESS_HORIZON, scanner.start_at)
+        late_min_start = late_floor - LOOKBACK
+        window_start = min(min_start, late_min_start) if late_since is not None else min_start
+        first = window_start.date() - timedelta(days=1)
+        read = [first + timedelta(days=n) for n in range((max(first, as_of.date()) - first).days + 1)]
+
+        covered = [self.coverage(d) for d in read if d >= self.start_date]
+        if any(c is None for c in covered):
+            # Nothing read: nothing moves, not even what was seen.
+            result = Partition(watermark, seen_before, None, False, False)
+            self.partitions[(scanner.id, day)] = result
+            return result
+        seen = min([as_of, *covered])  # type: ignore[list-item]
+        frontier = min(day_start(day) + timedelta(days=1), seen - SETTLE)
+
+        # The sessions as the read days' rollup rows show them.
+        frames = [
+            _frame([e for e in self.events if e["timestamp"].astimezone(UTC).date() == d], *self.rollups[d].data)
+            for d in read
+            if d in self.rollups
+        ]
+        visible = _fold(pd.concat(frames)) if frames else []
 
         def eligible(s: Session) -> bool:
             if s.team_id != scanner.team_id:  # §6: every query is scoped by team
@@ -493,25 +555,38 @@ class Sweeps:
                 return False
             if s.end > frontier:  # §6.2, inclusive
                 return False
-            fresh = s.key > watermark and s.start >= watermark[0] - LOOKBACK  # §6.1, §6.3
+            fresh = _after(s.key, watermark) and s.start >= min_start  # §6.1, §6.3
             late = (
                 late_since is not None
-                and s.key <= watermark
+                and not _after(s.key, watermark)
                 and s.max_inserted_at > late_since
                 and s.end > late_floor
-                and s.start >= late_floor - LOOKBACK
+                and s.start >= late_min_start
             )
             return (fresh or late) and scanner.holds(s)  # §6.5
 
         candidates = sorted((s for s in visible if eligible(s)), key=lambda s: s.key)  # §6 order
         walked = [s for s in candidates if sampled(s.session_id, scanner.id, scanner.sample_rate)]  # §6.6
+        last_handled = stopped_at = None
         for s in walked:
-            # §8: exactly one observation per (scanner, session): the first one stays.
             if (scanner.id, s.session_id) not in self.observations:
+                used = self.quota_used.get(scanner.team_id, 0)
+                if used >= self.quota_limits.get(scanner.team_id, DEFAULT_MONTHLY_QUOTA):
+                    stopped_at = s.key  # §8: refused for quota; the walk stops here
+                    break
+                self.quota_used[scanner.team_id] = used + 1
                 verdict, score = scanner.verdict(s)
-                late = s.key <= watermark
+                late = not _after(s.key, watermark)
                 self.observations[(scanner.id, s.session_id)] = Observation(verdict, score, day, as_of, late)
-        # The new watermark never moves back: past every walked session, and (the whole window
-        # having been handled) up to the frontier with an empty session id, which sorts first.
-        new = max([watermark, (frontier, ""), *(s.key for s in walked)])
-        self.partitions[(scanner.id, day)] = Partition(new, as_of, frontier)
+            last_handled = s.key
+        # The keyset never moves back: past every session handled and, when the walk finished,
+        # to the frontier. What was seen moves on, unless the walk stopped at a late session.
+        new = max([watermark, *([last_handled] if last_handled else []), *([(frontier, "")] if stopped_at is None else [])])
+        if stopped_at is not None and seen_before is not None and not _after(stopped_at, watermark):
+            new_seen = seen_before
+        else:
+            new_seen = max(seen, seen_before or seen)
+        complete = stopped_at is None and frontier >= day_start(day) + timedelta(days=1)
+        result = Partition(new, new_seen, frontier, complete, stopped_at is not None)
+        self.partitions[(scanner.id, day)] = result
+        return result

@@ -37,6 +37,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
+from hypothesis.control import currently_in_test_context
 from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
@@ -45,7 +46,9 @@ from session_assets.events_io import EVENT_COLUMNS, insert_events
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
 from session_assets.scanners import parse_scanner
 from session_assets.scanners import store as scanner_store
-from session_assets.sensors import execute_tick
+from session_assets import sql, sweeps
+from session_assets.partitions import scanner_partitions_def
+from session_assets.sensors import execute_request, read_tick_state, rollups_job, run_requests
 from tests import oracle
 from tests.support import at
 
@@ -74,6 +77,7 @@ FILTERS: tuple[dict[str, Any], ...] = (
 )
 RATES = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.29, 0.29, 0.00004, 0.0)
 LATEST_LATE_INSERT = timedelta(hours=40)  # well inside the 48 h lateness horizon
+TICK_MODES = ("planned", "planned", "planned", "sweeps first", "rollups lost")
 
 
 def _event(name: str, ts: datetime, sid: str, team: int, inserted_at: datetime, rng: random.Random) -> dict[str, Any]:
@@ -169,8 +173,13 @@ def histories(draw) -> "History":
     for _ in range(draw(st.integers(3, 14))):
         team = draw(st.sampled_from(TEAMS))
         sid = draw(st.sampled_from(SESSION_IDS))
-        shape = draw(st.sampled_from(["point", "short", "short", "midnight", "long", "tie"]))
-        if shape == "tie":
+        shape = draw(st.sampled_from(["point", "short", "short", "midnight", "pause", "long", "tie"]))
+        if shape == "pause":  # a pause shorter than the inactivity timeout, across a midnight
+            midnight = oracle.day_start(D0 + timedelta(days=draw(st.integers(1, 2))))
+            start = midnight - timedelta(minutes=draw(st.integers(2, 40)))
+            end = midnight + timedelta(minutes=draw(st.integers(1, 25)), microseconds=draw(st.integers(0, 999_999)))
+            moments += [midnight + timedelta(minutes=draw(st.integers(1, 34))), end + timedelta(minutes=1)]
+        elif shape == "tie":
             end = draw(st.sampled_from(anchors))
             start = end - timedelta(seconds=draw(st.sampled_from([0, 40, 3000])))
         elif shape == "midnight":  # across a midnight
@@ -181,7 +190,10 @@ def histories(draw) -> "History":
             start = T0 + timedelta(seconds=draw(st.integers(0, 48 * HOURS)), microseconds=draw(st.integers(0, 999_999)))
             length = {"point": 0, "short": draw(st.integers(1, 3 * HOURS)), "long": draw(st.integers(20 * HOURS, 40 * HOURS))}
             end = start + timedelta(seconds=length[shape])
-        times = sorted([start, end] + [start + (end - start) * rng.random() for _ in range(draw(st.integers(0, 2)))])
+        if shape == "pause":  # nothing in the last minutes before midnight and the first after
+            times = sorted([start, min(start + timedelta(minutes=1), end), end])
+        else:
+            times = sorted([start, end] + [start + (end - start) * rng.random() for _ in range(draw(st.integers(0, 2)))])
         if draw(st.booleans()):
             times.append(rng.choice(times))  # two events of the session in the same microsecond
         # Late inserts: none, some events, the whole session, or its tail (inserted well after the fact).
@@ -198,7 +210,10 @@ def histories(draw) -> "History":
             events.append(_event(draw(st.sampled_from(EVENT_NAMES)), ts, sid, team, min(inserted, ts + LATEST_LATE_INSERT), rng))
 
     scanners = []
+    added: dict[str, float] = {}  # scanner id -> fraction of the ticks after which it is added
     for n in range(draw(st.integers(1, 3))):
+        # Most exist from the start; some are created later, with a start_at in the past.
+        added[f"scan-{n}"] = draw(st.sampled_from([0.0, 0.0, 0.0, 0.5, 0.9]))
         kind = draw(st.sampled_from(["match", "match", "threshold"]))
         scanners.append(
             oracle.Scanner(
@@ -242,7 +257,24 @@ def histories(draw) -> "History":
     if draw(st.booleans()):
         chosen.add(max(chosen) + timedelta(minutes=5))
     ticks = sorted(t for t in chosen if T0 + timedelta(minutes=30) <= t < final - timedelta(minutes=1)) + [final]
-    return History(events, scanners, ticks)
+
+    # How each tick's runs went: as planned; sweeps ahead of the rollups queued behind them; or
+    # the tick's rollup runs lost (failed, never ran). The last tick goes as planned.
+    modes = [draw(st.sampled_from(TICK_MODES)) for _ in ticks[:-1]] + ["planned"]
+    # Inserts visible only after their stamp: stamped up to VISIBILITY_LAG before a tick's
+    # runs, visible from the next tick on (the loader stamps a batch when it starts).
+    for e in events:
+        if len(ticks) > 1 and rng.random() < 0.2:
+            j = rng.randrange(len(ticks) - 1)
+            stamp = ticks[j] - timedelta(seconds=rng.randint(0, int(oracle.VISIBILITY_LAG.total_seconds()) - 1))
+            if e["timestamp"] <= stamp:
+                e["inserted_at"], e["_visible_tick"] = stamp, j + 1
+    scanner_ticks = {sid: int(fraction * (len(ticks) - 1)) for sid, fraction in added.items()}
+    # A team that runs out of quota, whose limit is raised at some tick (the last one at the latest).
+    quotas = {}
+    if draw(st.booleans()):
+        quotas[draw(st.sampled_from(TEAMS))] = (draw(st.integers(0, 2)), draw(st.integers(0, len(ticks) - 1)))
+    return History(events, scanners, ticks, modes, scanner_ticks, quotas)
 
 
 @dataclass
@@ -250,14 +282,22 @@ class History:
     events: list[dict[str, Any]]
     scanners: list[oracle.Scanner]
     ticks: list[datetime]
+    modes: list[str] | None = None  # per tick: planned | sweeps first | rollups lost
+    added: dict[str, int] | None = None  # scanner id -> the tick before which it is created
+    quotas: dict[int, tuple[int, int]] | None = None  # team -> (limit at first, tick it is raised at)
+
+    def mode(self, k: int) -> str:
+        return self.modes[k] if self.modes else "planned"
 
     def describe(self) -> str:
-        lines = [f"scanner {s}" for s in self.scanners]
+        lines = [f"scanner {s} added before tick {(self.added or {}).get(s.id, 0)}" for s in self.scanners]
+        lines += [f"quota of team {t}: {limit}, raised at tick {k}" for t, (limit, k) in (self.quotas or {}).items()]
         lines += [
-            f"event {e['team_id']} {e['$session_id'][:8]!r} {e['event']} ts={e['timestamp'].isoformat()} ins={e['inserted_at'].isoformat()}"
+            f"event {e['team_id']} {e['$session_id'][:8]!r} {e['event']} ts={e['timestamp'].isoformat()} "
+            f"ins={e['inserted_at'].isoformat()} visible from tick {e.get('_visible_tick', 0)}"
             for e in sorted(self.events, key=lambda e: (e["team_id"], e["$session_id"], e["timestamp"]))
         ]
-        lines += [f"tick {t.isoformat()}" for t in self.ticks]
+        lines += [f"tick {k} {t.isoformat()} {self.mode(k)}" for k, t in enumerate(self.ticks)]
         return "\n".join(lines)
 
 
@@ -278,7 +318,13 @@ class Stack:
             {"clickhouse": self.clickhouse, "postgres": self.postgres, "object_store": self.object_store}
         )
 
+    def set_quota(self, team_id: int, period: date, limit: int) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(sql.load("postgres/quota_set.sql"), {"team_id": team_id, "period": period, "limit": limit})
+
     def insert(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
         columns = {name: [e[name] for e in events] for name in EVENT_COLUMNS}
         insert_events(self.clickhouse.client(), self.clickhouse.events, columns)
 
@@ -362,58 +408,91 @@ def assert_rollups_match(actual: dict, expected: dict, days: set[date] | None, w
         assert row["entry_url"] in want["entry_urls"], f"{what}: entry_url of {key}"
 
 
-def expected_observations(model: oracle.Sweeps) -> dict[tuple[str, str], tuple[str, float | None, date, bool]]:
+def expected_observations(model: oracle.Model) -> dict[tuple[str, str], tuple[str, float | None, date, bool]]:
     return {key: (o.verdict, o.score, o.day, o.late) for key, o in model.observations.items()}
 
 
-def run_history(history: History, chdb_url: str, postgres: PostgresResource, folder: Path) -> None:
+def tick_requests(stack: "Stack", instance: dg.DagsterInstance, now: datetime, mode: str) -> list[dg.RunRequest]:
+    """The sensor's requests for this tick, in the order the run queue gets to them."""
+    plan = sweeps.plan_tick(read_tick_state(instance, stack.pool, now))
+    if plan.add_scanner_partitions:
+        instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)
+    requests = run_requests(plan, now, "property test")
+    rollups = [r for r in requests if r.job_name == rollups_job.name]
+    sweep_runs = [r for r in requests if r.job_name != rollups_job.name]
+    if mode == "sweeps first":  # the rollup runs still queued behind the sweeps
+        return sweep_runs + rollups
+    if mode == "rollups lost":  # the rollup runs failed or never ran
+        return sweep_runs
+    return rollups + sweep_runs
+
+
+def run_history(history: History, chdb_url: str, postgres: PostgresResource, folder: Path) -> "Stack":
+    """Drive the package tick by tick, checking every run against the model; the stores."""
     stack = Stack(chdb_url, postgres, folder)
-    stack.insert(history.events)
-    for scanner in history.scanners:
-        stack.add_scanner(scanner)
-    model = oracle.Sweeps(history.events, history.scanners)
+    model = oracle.Model(history.events)
+    added = history.added or {}
+    quotas = history.quotas or {}
+    period = date(2024, 3, 1)  # every tick of a history falls in March 2024
+    for team, (limit, _) in quotas.items():
+        stack.set_quota(team, period, limit)
+        model.set_quota(team, limit)
     rolled: set[date] = set()
     with dg.DagsterInstance.ephemeral() as instance:
-        for now in history.ticks:
-            before = dict(model.partitions)
-            report = execute_tick(stack.defs, instance, stack.pool, now)
-            model.tick(now)
-            failed = [run for run in report["runs"] if not run["success"]]
-            assert not failed, f"tick {now}: failed runs {failed}"
-
-            # Rollups: every day rolled by this tick reads as a fresh aggregation as of the tick.
-            days = {date.fromisoformat(r["partition"]) for r in report["runs"] if "|" not in r["partition"]}
-            rolled |= days
-            assert_rollups_match(stack.rollups(), oracle.rollups(history.events, now), days, f"tick {now}")
-
-            # Sweeps: the same partitions swept, ending at the same watermarks.
-            swept = {
-                (r["partition"].split("|")[1], date.fromisoformat(r["partition"].split("|")[0])): r
-                for r in report["runs"]
-                if "|" in r["partition"]
-            }
-            expected = {key: p for key, p in model.partitions.items() if before.get(key) != p}
-            assert set(swept) == set(expected), f"tick {now}: swept {sorted(swept)}, oracle {sorted(expected)}"
-            for key, run in swept.items():
-                partition = expected[key]
+        for k, now in enumerate(history.ticks):
+            stack.insert([e for e in history.events if e.get("_visible_tick", 0) == k])
+            for scanner in history.scanners:
+                if added.get(scanner.id, 0) == k:
+                    stack.add_scanner(scanner)
+                    model.add_scanner(scanner)
+            for team, (_, raised_at) in quotas.items():
+                if raised_at == k:
+                    stack.set_quota(team, period, oracle.DEFAULT_MONTHLY_QUOTA)
+                    model.set_quota(team, oracle.DEFAULT_MONTHLY_QUOTA)
+            for request in tick_requests(stack, instance, now, history.mode(k)):
+                run = execute_request(stack.defs, instance, request)
+                assert run["success"], f"tick {k} {now}: failed run {run}"
+                partition = request.partition_key
+                if "|" not in partition:
+                    day = date.fromisoformat(partition)
+                    model.roll(day, now, k)
+                    rolled.add(day)
+                    # The day and the earlier days its late pass re-rolled read as the model says.
+                    days = {day, *model.rollups[day].late_days}
+                    expected = {key: v for d in days for key, v in model.rows(d).items()}
+                    assert_rollups_match(stack.rollups(), expected, days, f"tick {k} {now}: rollups of {partition}")
+                    continue
+                day_text, scanner_id = partition.split("|")
+                want = model.sweep(scanner_id, date.fromisoformat(day_text), now)
                 got = (datetime.fromisoformat(run["watermark_end"]), run["watermark_session_id"], run["complete"])
-                assert got == (*partition.watermark, partition.complete(key[1])), f"tick {now}: watermark of {key}"
+                assert got == (*want.watermark, want.complete), f"tick {k} {now}: watermark of {partition}"
+                seen = datetime.fromisoformat(run["seen_until"]) if run["seen_until"] else None
+                assert seen == want.seen_until, f"tick {k} {now}: seen_until of {partition}"
 
-            assert stack.observations() == expected_observations(model), f"tick {now}: observations"
+            assert stack.observations() == expected_observations(model), f"tick {k} {now}: observations"
             assert stack.duplicates() == []
             stack.batches_agree()
 
     final = history.ticks[-1]
-    for o in model.observations.values():
-        event("observed late" if o.late else "observed")
-    for s in oracle.sessions(history.events, final):
-        if s.end - s.start > oracle.LOOKBACK:
-            event("session longer than the lookback")
+    if currently_in_test_context():  # what the examples covered, in hypothesis's statistics
+        for o in model.observations.values():
+            event("observed late" if o.late else "observed")
+        for s in oracle.sessions(history.events, final):
+            if s.end - s.start > oracle.LOOKBACK:
+                event("session longer than the lookback")
+        for k in range(len(history.ticks)):
+            event(f"tick mode: {history.mode(k)}")
+        if any(e.get("_visible_tick", 0) for e in history.events):
+            event("insert visible after its stamp")
+        if quotas:
+            event("quota ran out and was raised")
+        if any(added.values()):
+            event("scanner created later with a past start")
     # Nothing lost (SPEC §5, §6 "Late data"), checked without the oracle's walk: after the last
     # tick, every session of the scanner's team with a valid id, ended after the scanner
     # started, no longer than the lookback, passing the filter and the sample has been
     # observed. (Its events all arrived within 40 h, inside the 48 h lateness horizon, so
-    # the sweep after the last of them considers it whole.)
+    # the sweep after the last of them considers it whole; every quota was raised by then.)
     observed = stack.observations()
     for scanner in history.scanners:
         for s in oracle.sessions(history.events, final):
@@ -432,6 +511,7 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
     final_rows = stack.rollups()
     assert_rollups_match(final_rows, everything, rolled, "final")
     assert_rollups_match(final_rows, everything, None, "final")
+    return stack
 
 
 # --- the properties --------------------------------------------------------------
@@ -465,15 +545,8 @@ def test_sweeps_match_the_oracle(history, chdb_url, postgres_resource, tmp_path)
 
 
 def ticked(history: History, chdb_url: str, postgres: PostgresResource, folder: Path) -> dict[str, dict[str, Any]]:
-    """Run the ticks through the package only; {session_id: evidence} of the first scanner."""
-    stack = Stack(chdb_url, postgres, folder)
-    stack.insert(history.events)
-    for scanner in history.scanners:
-        stack.add_scanner(scanner)
-    with dg.DagsterInstance.ephemeral() as instance:
-        for now in history.ticks:
-            report = execute_tick(stack.defs, instance, stack.pool, now)
-            assert all(run["success"] for run in report["runs"])
+    """Run the ticks (checked against the model); {session_id: evidence} of the first scanner."""
+    stack = run_history(history, chdb_url, postgres, folder)
     with stack.pool.connection() as conn:
         rows = conn.execute(
             "SELECT session_id, evidence FROM observations WHERE scanner_id = %s", (history.scanners[0].id,)
@@ -497,10 +570,6 @@ def test_a_session_longer_than_the_lookback_is_not_observed_whatever_the_tick_ca
     }
     seen = {}
     for name, ticks in cadences.items():
-        model = oracle.Sweeps(events, [scanner])
-        for now in ticks:
-            model.tick(now)
-        assert model.observations == {}
         seen[name] = set(ticked(History(events, [scanner], ticks), chdb_url, postgres_resource, tmp_path))
     assert seen == {"3-hour gap": set(), "5-minute ticks": set()}
 
@@ -523,10 +592,6 @@ def test_a_scanner_starting_before_2am_sees_whole_sessions_from_two_days_before(
     ]
     scanner = oracle.Scanner("scan-0", 1, at("2024-03-06T01:00:00"))
     ticks = [at("2024-03-06T03:00:00"), at("2024-03-07T01:00:00")]
-    model = oracle.Sweeps(events, [scanner])
-    for now in ticks:
-        model.tick(now)
-    assert set(model.observations) == {("scan-0", "counted")}
     seen = ticked(History(events, [scanner], ticks), chdb_url, postgres_resource, tmp_path)
     assert {sid: evidence.get("event_count") for sid, evidence in seen.items()} == {"counted": 3}
 

@@ -613,4 +613,6 @@ def test_the_extreme_start_ats_give_a_sweep_window(start_at):
     day, as_of = date(2024, 3, 1), datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
     for backfill in (False, True):
         start = watermarks.starting_point(day, scanner.start_at, None, None, backfill=backfill)
-        watermarks.window(start.watermark, watermarks.frontier(day, as_of, as_of), scanner.start_at).params()
+        bounds = watermarks.window(start.watermark, scanner.start_at)
+        bounds.params(watermarks.frontier(day, watermarks.seen_until(as_of, as_of)))
+        assert bounds.read_days(as_of)  # a start in 2199 reads from its lookback: nothing to find
