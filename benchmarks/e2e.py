@@ -353,7 +353,7 @@ def raw_pass(s: Stack, scanners: list[Any], day: date, as_of: datetime) -> RawPa
         compiled = compile_filter(scanner.filter)
         window = watermarks.window(watermarks.Watermark(scanner.start_at), scanner.start_at)
         params = candidate_params(
-            s.clickhouse, window, frontier, window.read_days(as_of), compiled, scanner, day, as_of, f"raw-{scanner.id}"
+            s.clickhouse, window, frontier, as_of, window.read_days(as_of), compiled, scanner, day, as_of, f"raw-{scanner.id}"
         )
         insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
         started = time.perf_counter()

@@ -355,7 +355,9 @@ class Scanner:
     weights: Mapping[str, int] = field(default_factory=dict)  # threshold only
     flag_at: int = 0
 
-    def holds(self, s: Session) -> bool:
+    def holds(self, s: Session, events: Sequence[Mapping[str, Any]] | None = None) -> bool:
+        """The filter on the session's counters and, for event conditions, on `events`
+        (default: the session's own events)."""
         f = self.filter
         if "min_duration_seconds" in f and not s.duration_s >= f["min_duration_seconds"]:
             return False
@@ -366,7 +368,7 @@ class Scanner:
                 if not _compare(s.value(name), op, threshold):
                     return False
         for wanted in f.get("events", []):
-            if not any(_event_matches(e, wanted) for e in s.events):
+            if not any(_event_matches(e, wanted) for e in (s.events if events is None else events)):
                 return False
         return True
 
@@ -515,7 +517,7 @@ class Model:
 
     # --- sweeps
 
-    def sweep(self, scanner_id: str, day: date, as_of: datetime) -> Partition:
+    def sweep(self, scanner_id: str, day: date, as_of: datetime, tick: int) -> Partition:
         scanner = self.scanners[scanner_id]
         start = (scanner.start_at, "")
         found = self.partitions.get((scanner.id, day)) or self.partitions.get((scanner.id, day - timedelta(days=1)))
@@ -547,6 +549,17 @@ class Model:
             if d in self.rollups
         ]
         visible = _fold(pd.concat(frames)) if frames else []
+        # Event conditions look at the raw events the sweep saw (inserted up to `seen`), in its window.
+        presence: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for e in self.events:
+            if (
+                e["inserted_at"] <= seen
+                and e.get("_visible_tick", 0) <= tick
+                and window_start <= e["timestamp"] <= frontier
+            ):
+                presence.setdefault((int(e["team_id"]), e["$session_id"]), []).append(
+                    {"event": e["event"], "properties": json.loads(e["properties"]), "timestamp": e["timestamp"]}
+                )
 
         def eligible(s: Session) -> bool:
             if s.team_id != scanner.team_id:  # §6: every query is scoped by team
@@ -563,7 +576,7 @@ class Model:
                 and s.end > late_floor
                 and s.start >= late_min_start
             )
-            return (fresh or late) and scanner.holds(s)  # §6.5
+            return (fresh or late) and scanner.holds(s, presence.get((s.team_id, s.session_id), []))  # §6.5
 
         candidates = sorted((s for s in visible if eligible(s)), key=lambda s: s.key)  # §6 order
         walked = [s for s in candidates if sampled(s.session_id, scanner.id, scanner.sample_rate)]  # §6.6

@@ -463,7 +463,7 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
                     assert_rollups_match(stack.rollups(), expected, days, f"tick {k} {now}: rollups of {partition}")
                     continue
                 day_text, scanner_id = partition.split("|")
-                want = model.sweep(scanner_id, date.fromisoformat(day_text), now)
+                want = model.sweep(scanner_id, date.fromisoformat(day_text), now, k)
                 got = (datetime.fromisoformat(run["watermark_end"]), run["watermark_session_id"], run["complete"])
                 assert got == (*want.watermark, want.complete), f"tick {k} {now}: watermark of {partition}"
                 seen = datetime.fromisoformat(run["seen_until"]) if run["seen_until"] else None

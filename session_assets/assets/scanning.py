@@ -151,7 +151,7 @@ def scanner_sweep(
     window_started = time.monotonic()
     if frontier is not None:
         window_id = uuid.uuid4().hex  # this attempt's rows only: a retry never walks a failed one's
-        params = candidate_params(clickhouse, bounds, frontier, read_days, compiled, scanner, day, as_of, window_id)
+        params = candidate_params(clickhouse, bounds, frontier, seen, read_days, compiled, scanner, day, as_of, window_id)
         client = clickhouse.client()
         insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
         # In-process chDB shares the run's memory and cores with Postgres and Python:
@@ -235,6 +235,7 @@ def candidate_params(
     clickhouse: ClickHouseResource,
     bounds: watermarks.Window,
     frontier: datetime,
+    seen: datetime,
     read_days: list[date],
     compiled: Any,
     scanner: Any,
@@ -242,7 +243,8 @@ def candidate_params(
     as_of: datetime,
     window_id: str,
 ) -> dict[str, Any]:
-    """The bound parameters of one window's candidates INSERT, walk and stats."""
+    """The bound parameters of one window's candidates INSERT, walk and stats: what the sweep
+    saw (`seen`, the events its rollups cover) bounds the events its filter looks at too."""
     return {
         **clickhouse.table_params(),
         **bounds.params(frontier),
@@ -254,6 +256,7 @@ def candidate_params(
         "day": day,
         "sample_threshold": scanner.sample_threshold,
         "as_of": as_of,
+        "seen_until": seen,
         "window_id": window_id,
     }
 

@@ -9,7 +9,7 @@ So the SQL text depends only on the filter's *shape*, never on its values.
 The expression may reference parameters the caller binds:
 `{events_db:Identifier}`, `{events_table:Identifier}`, `{team_id:Int64}`,
 `{window_start:DateTime64(6, 'UTC')}`, `{window_end:DateTime64(6, 'UTC')}` and
-`{as_of:DateTime64(6, 'UTC')}`.
+`{seen_until:DateTime64(6, 'UTC')}`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ _EVENTS_SOURCE = (
     " WHERE team_id = {team_id:Int64}"
     " AND timestamp >= {window_start:DateTime64(6, 'UTC')}"
     " AND timestamp <= {window_end:DateTime64(6, 'UTC')}"
-    # A sweep as of T sees exactly the events inserted by T, so re-running it gives the same result.
-    " AND inserted_at <= {as_of:DateTime64(6, 'UTC')}"
+    # What the sweep sees: the events inserted up to its rollups' coverage (never past its
+    # as-of), the same events its counters hold, so re-running it gives the same result.
+    " AND inserted_at <= {seen_until:DateTime64(6, 'UTC')}"
 )
 
 

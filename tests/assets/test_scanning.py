@@ -344,7 +344,7 @@ def test_the_candidates_insert_folds_sessions_in_the_rollups_key_order(clickhous
     as_of = at("2024-03-02T02:00:00")
     window = watermarks.window(watermarks.Watermark(end=scanner.start_at), scanner.start_at)
     params = candidate_params(
-        clickhouse_resource, window, at("2024-03-02T00:00:00"), window.read_days(as_of), compiled, scanner, DAY, as_of, "w"
+        clickhouse_resource, window, at("2024-03-02T00:00:00"), as_of, window.read_days(as_of), compiled, scanner, DAY, as_of, "w"
     )
     insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
     select = insert[insert.index("\nSELECT") :]  # the INSERT's own query, settings included

@@ -74,7 +74,7 @@ def matching(
         "team_id": team_id,
         "window_start": WINDOW_START,
         "window_end": WINDOW_END,
-        "as_of": as_of or datetime(2100, 1, 1, tzinfo=timezone.utc),
+        "seen_until": as_of or datetime(2100, 1, 1, tzinfo=timezone.utc),
     }
     return [tuple(row) for row in resource.client().query(sql, parameters=params).result_rows]
 

@@ -202,7 +202,7 @@ def _mutate(draw: st.DrawFn, doc: dict[Any, Any]) -> None:
 # --- checks ---------------------------------------------------------------------
 
 # Parameters the compiled expression may use that its caller binds (filters.py docstring).
-CALLER_PARAMS = {"events_db", "events_table", "team_id", "window_start", "window_end", "as_of"}
+CALLER_PARAMS = {"events_db", "events_table", "team_id", "window_start", "window_end", "seen_until"}
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^{}]*\}")
 
 
