@@ -445,7 +445,12 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
     from session_assets import observations
     from session_assets import postgres as pg
     from session_assets.assets import scanner_sweep, session_counter_rollups
-    from session_assets.checks import one_observation_per_session, team_quota_not_exceeded, watermark_never_moves_backwards
+    from session_assets.checks import (
+        no_session_behind_watermark_unobserved,
+        observations_behind_watermark,
+        team_quota_not_exceeded,
+        watermark_never_moves_backwards,
+    )
     from session_assets.partitions import scanner_partitions_def
     from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
     from session_assets.run_context import AS_OF_TAG
@@ -491,7 +496,14 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
             **QUIET,
             "ops": {"scanner_sweep": {"config": {"page_size": PAGE_SIZE, "default_monthly_quota": max(10 * n, 1)}}},
         }
-        assets = [session_counter_rollups, scanner_sweep, one_observation_per_session, team_quota_not_exceeded, watermark_never_moves_backwards]
+        assets = [
+            session_counter_rollups,
+            scanner_sweep,
+            no_session_behind_watermark_unobserved,
+            observations_behind_watermark,
+            team_quota_not_exceeded,
+            watermark_never_moves_backwards,
+        ]
         gc.collect()
         rss_before = rss_bytes()
         split_before = rss_split()

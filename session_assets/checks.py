@@ -12,13 +12,15 @@ import dagster as dg
 
 from session_assets import sql
 from session_assets.assets.rollups import session_counter_rollups
+from session_assets.coverage import VISIBILITY_LAG
 from session_assets.days import day_start
 from session_assets.assets.scanning import OBSERVATION_BATCHES
 from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
 from session_assets.resources import ClickHouseResource, PostgresResource
+from session_assets.scanners import ScannerError, compile_filter
 from session_assets.scanners import store as scanner_store
 from session_assets.run_context import latest_materialization, metadata_time
-from session_assets.watermarks import Watermark
+from session_assets.watermarks import LOOKBACK, Watermark
 
 
 def rollup_check_scope(materialized_by_this_run: bool, mode: str, complete: bool, was_complete: bool) -> str:
@@ -92,17 +94,108 @@ def _was_complete_before(context: dg.AssetCheckExecutionContext, partition_key: 
 @dg.asset_check(
     asset=OBSERVATION_BATCHES,
     partitions_def=scanner_day_partitions_def,
-    description="At most one observation per (scanner, session): no session of this partition was observed twice.",
+    description=(
+        "Every observation the partition wrote is of a session that ended at or before its watermark: "
+        "a sweep observes settled sessions only (end at or before its frontier)."
+    ),
 )
-def one_observation_per_session(
+def observations_behind_watermark(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
     scanner_id, day = _scanner_day(context.partition_key)
+    latest = latest_materialization(context.instance, OBSERVATION_BATCHES, str(context.partition_key))
+    watermark = Watermark.from_metadata(latest[0]) if latest else None
+    if watermark is None:
+        return dg.AssetCheckResult(passed=True, metadata={"reason": "partition never swept"})
     with postgres.pool().connection() as conn:
-        duplicates = conn.execute(
-            sql.load("postgres/check_duplicate_observations.sql"), {"scanner_id": scanner_id, "day": day}
-        ).fetchone()[0]
-    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_observations": int(duplicates)})
+        past, examples = conn.execute(
+            sql.load("postgres/check_observations_past_watermark.sql"),
+            {"scanner_id": scanner_id, "day": day, "watermark_end": watermark.end},
+        ).fetchone()
+    return dg.AssetCheckResult(
+        passed=past == 0,
+        metadata={
+            "watermark_end": dg.MetadataValue.timestamp(watermark.end),
+            "observations_past_watermark": int(past),
+            "examples": dg.MetadataValue.json(list(examples)),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=OBSERVATION_BATCHES,
+    partitions_def=scanner_day_partitions_def,
+    description=(
+        "No session the watermark passed is unobserved: the eligibility rule is re-counted from the rollups "
+        "over the partition's day (sessions of the team, ended after the day start or the scanner start and at "
+        "or before the watermark, within the lookback, settled, sampled, passing the current filter) and each "
+        "must have an observation. Runs when the day completes, or when launched on its own; open partitions "
+        "are verified then."
+    ),
+)
+def no_session_behind_watermark_unobserved(
+    context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    scanner_id, day = _scanner_day(context.partition_key)
+    latest = latest_materialization(context.instance, OBSERVATION_BATCHES, str(context.partition_key))
+    if latest is None:
+        return dg.AssetCheckResult(passed=True, metadata={"reason": "partition never swept"})
+    values, run_id = latest
+    watermark = Watermark.from_metadata(values)
+    swept_by_this_run = run_id == context.run.run_id
+    if swept_by_this_run and not values.get("complete"):
+        return dg.AssetCheckResult(passed=True, metadata={"scope": "open: verified when the day completes"})
+    if watermark is None or watermark.seen_until is None:
+        return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing seen yet"})
+    pool = postgres.pool()
+    stored = scanner_store.get(pool, scanner_id)
+    try:
+        scanner = stored.valid()
+        compiled = compile_filter(scanner.filter)
+    except ScannerError as error:
+        return dg.AssetCheckResult(passed=False, metadata={"reason": f"scanner {scanner_id!r} is invalid: {error}"})
+    lower = max(day_start(day), stored.start_at)
+    query = sql.with_filter(sql.load("clickhouse/check_sessions_behind_watermark.sql"), compiled.sql)
+    params = {
+        **clickhouse.table_params(),
+        **compiled.params,
+        "scanner_id": scanner.id,
+        "team_id": scanner.team_id,
+        "sample_threshold": scanner.sample_threshold,
+        "lower": lower,
+        "watermark_end": watermark.end,
+        "watermark_session_id": watermark.session_id,
+        "settled_inserts": watermark.seen_until - VISIBILITY_LAG,
+        "read_from": day - timedelta(days=2),
+        "read_until": day + timedelta(days=2),
+        # The filter's event conditions: the events the sweeps saw, in the sessions' span.
+        "window_start": lower - LOOKBACK,
+        "window_end": watermark.end,
+        "seen_until": watermark.seen_until,
+    }
+    client = clickhouse.client()
+    checked, unobserved = 0, []
+    with client.query_row_block_stream(query, parameters=sql.bind(query, params)) as stream:
+        for block in stream:
+            ids = [row[0] for row in block]
+            checked += len(ids)
+            with pool.connection() as conn:
+                unobserved += [
+                    row[0]
+                    for row in conn.execute(
+                        sql.load("postgres/check_unobserved.sql"), {"session_ids": ids, "scanner_id": scanner.id}
+                    )
+                ]
+    return dg.AssetCheckResult(
+        passed=not unobserved,
+        metadata={
+            "scope": "day complete" if values.get("complete") else "up to the watermark",
+            "sessions_checked": checked,
+            "unobserved": len(unobserved),
+            "examples": dg.MetadataValue.json(unobserved[:5]),
+            "watermark_end": dg.MetadataValue.timestamp(watermark.end),
+        },
+    )
 
 
 @dg.asset_check(

@@ -4,7 +4,8 @@ import dagster as dg
 
 from session_assets.assets import events, scanner_sweep, session_counter_rollups
 from session_assets.checks import (
-    one_observation_per_session,
+    no_session_behind_watermark_unobserved,
+    observations_behind_watermark,
     rollup_counters_match_events,
     team_quota_not_exceeded,
     watermark_never_moves_backwards,
@@ -19,7 +20,8 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         assets=[events, session_counter_rollups, scanner_sweep],
         asset_checks=[
             rollup_counters_match_events,
-            one_observation_per_session,
+            no_session_behind_watermark_unobserved,
+            observations_behind_watermark,
             team_quota_not_exceeded,
             watermark_never_moves_backwards,
         ],

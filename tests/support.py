@@ -275,7 +275,12 @@ def sweep(
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
     from session_assets.assets import scanner_sweep
-    from session_assets.checks import one_observation_per_session, team_quota_not_exceeded, watermark_never_moves_backwards
+    from session_assets.checks import (
+        no_session_behind_watermark_unobserved,
+        observations_behind_watermark,
+        team_quota_not_exceeded,
+        watermark_never_moves_backwards,
+    )
 
     tags = {AS_OF_TAG: as_of.isoformat()}
     if backfill:
@@ -284,7 +289,14 @@ def sweep(
     if default_monthly_quota is not None:
         config["default_monthly_quota"] = default_monthly_quota
     return dg.materialize(
-        [session_counter_rollups, scanner_sweep, one_observation_per_session, team_quota_not_exceeded, watermark_never_moves_backwards],
+        [
+            session_counter_rollups,
+            scanner_sweep,
+            no_session_behind_watermark_unobserved,
+            observations_behind_watermark,
+            team_quota_not_exceeded,
+            watermark_never_moves_backwards,
+        ],
         selection=dg.AssetSelection.assets(scanner_sweep) | dg.AssetSelection.checks_for_assets(scanner_sweep),
         partition_key=f"{day}|{scanner_id}",
         resources=dict(resources),

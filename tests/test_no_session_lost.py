@@ -16,7 +16,8 @@ import dagster as dg
 import pytest
 
 from session_assets import sql
-from session_assets.assets import session_counter_rollups
+from session_assets.assets import scanner_sweep, session_counter_rollups
+from session_assets.partitions import scanner_day_partitions_def
 from session_assets.run_context import AS_OF_TAG
 from session_assets.scanners import parse_scanner
 from session_assets.scanners import store
@@ -272,3 +273,57 @@ def test_a_scanners_start_day_is_its_utc_day_whatever_the_server_time_zone(postg
     with pool.connection() as conn:
         assert conn.execute("SHOW TimeZone").fetchone()[0] == "UTC"
     assert store.get(pool, "late-start").start_at.date() == date(2024, 3, 1)
+
+
+# --- the checks that can now fail --------------------------------------------------------
+
+
+def _check(result, name: str):
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation
+
+
+def test_the_checks_find_an_unobserved_session_and_one_observed_past_the_watermark(instance, resources):
+    """Replacing `one_observation_per_session` (which the UNIQUE constraint made unfailable):
+    a complete day re-counts the eligibility rule against the observations, and no
+    observation may be of a session that ended past the partition's watermark."""
+    from session_assets.checks import no_session_behind_watermark_unobserved, observations_behind_watermark
+
+    add_scanner(instance, resources["postgres"], filter=ERRORS)
+    insert_rows(resources["clickhouse"], [event("$exception", at("2024-03-01T08:00:00"), "kept"),
+                                          event("$exception", at("2024-03-01T09:00:00"), "dropped"),
+                                          event("$pageview", at("2024-03-01T10:00:00"), "no-error")])  # fmt: skip
+    t1 = at("2024-03-01T12:00:00")
+    roll(instance, resources, t1)
+    open_run = sweep(instance, resources, "errors", DAY, t1)
+    assert _check(open_run, "no_session_behind_watermark_unobserved").metadata["scope"].value.startswith("open")
+    t2 = at("2024-03-02T01:00:00")
+    roll(instance, resources, t2)
+    done = sweep(instance, resources, "errors", DAY, t2)
+    assert sweep_metadata(done)["complete"] is True
+    evaluation = _check(done, "no_session_behind_watermark_unobserved")
+    assert evaluation.passed and evaluation.metadata["sessions_checked"].value == 2
+    assert _check(done, "observations_behind_watermark").passed
+
+    with resources["postgres"].pool().connection() as conn:
+        conn.execute("DELETE FROM observations WHERE session_id = 'dropped'")
+        conn.execute("""UPDATE observations SET evidence = jsonb_set(evidence, '{session,end}', '"2024-03-02T05:00:00+00:00"')
+                        WHERE session_id = 'kept'""")  # fmt: skip
+    # Launched on their own, as from the UI.
+    check_job = dg.define_asset_job(
+        "checks_only",
+        selection=dg.AssetSelection.checks(no_session_behind_watermark_unobserved, observations_behind_watermark),
+        partitions_def=scanner_day_partitions_def,
+    )
+    defs = dg.Definitions(
+        assets=[scanner_sweep], asset_checks=[no_session_behind_watermark_unobserved, observations_behind_watermark],
+        jobs=[check_job], resources=resources,
+    )  # fmt: skip
+    result = defs.resolve_job_def("checks_only").execute_in_process(
+        instance=instance, raise_on_error=False,
+        tags={"dagster/partition": f"{DAY}|errors", "dagster/partition/date": str(DAY), "dagster/partition/scanner": "errors"},
+    )  # fmt: skip
+    lost = _check(result, "no_session_behind_watermark_unobserved")
+    assert not lost.passed and lost.metadata["examples"].value == ["dropped"]
+    past = _check(result, "observations_behind_watermark")
+    assert not past.passed and past.metadata["examples"].value == ["kept"]
