@@ -87,14 +87,16 @@ class PostgresResource(dg.ConfigurableResource):
         return postgres.embedded_server_url(Path(self.home or settings.load_settings().home) / "postgres")
 
     def pool(self) -> ConnectionPool:
-        pool = postgres.get_pool(self.resolved_url(), max_size=self.pool_max_size)
-        if id(pool) not in _migrated_pools:
+        url = self.resolved_url()
+        pool = postgres.get_pool(url, max_size=self.pool_max_size)
+        if url not in _migrated_databases:
             postgres.apply_migrations(pool)
-            _migrated_pools.add(id(pool))
+            _migrated_databases.add(url)
         return pool
 
 
-_migrated_pools: set[int] = set()
+# Migrations are per database: keyed by URL (a pool's id() can be reused once it is closed).
+_migrated_databases: set[str] = set()
 
 
 class ObjectStoreResource(dg.ConfigurableResource):

@@ -6,6 +6,7 @@ runs, the scanners table) and hands them to the pure `sweeps.plan_tick`.
 It never opens ClickHouse: in embedded mode a run may be holding chDB.
 """
 
+import dataclasses
 import socket
 import uuid
 from collections import defaultdict
@@ -18,7 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from session_assets import settings, sql, sweeps
 from session_assets.assets import scanner_sweep, session_counter_rollups
-from session_assets.assets.scanning import OBSERVATION_BATCHES
+from session_assets.assets.scanning import OBSERVATION_BATCHES, earlier_watermark
 from session_assets.coverage import RollupRecord
 from session_assets.observations import quota_period
 from session_assets.partitions import daily_partitions_def, scanner_partitions_def
@@ -92,6 +93,13 @@ def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: dat
     }
     in_flight, failures = _run_states(instance, now)
     sweep_states = _partition_states(instance, OBSERVATION_BATCHES, sweep_keys, in_flight, failures)
+    # A scanner with no watermark in the watched days resumes from its last one before them.
+    for n, s in enumerate(scanners):
+        if s.enabled and not any(sweep_states[(s.id, d)].watermark for d in sweeps.scanner_days(s, now, start)):
+            first = min(sweeps.scanner_days(s, now, start), default=now.date())
+            resume = earlier_watermark(instance, s.id, s.start_at.date(), first)
+            if resume is not None:
+                scanners[n] = dataclasses.replace(s, resume_from=resume)
     # The rollup days the watched partitions' next sweeps read, and the watched days (and the one before).
     rollup_days = sweeps.rollup_days_needed(now, start, scanners, sweep_states)
     rollup_days.update(d for d in [days[0] - timedelta(days=1), *days] if d >= start)

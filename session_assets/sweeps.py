@@ -34,6 +34,8 @@ class ScannerState:
     enabled: bool
     start_at: datetime
     team_id: int = 0
+    # Its newest watermark before the watched days, when it has none in them (re-enabled after a long pause).
+    resume_from: Watermark | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,8 @@ def next_sweep_start(
     """Where the next sweep of (scanner, day) resumes, as the run will find it in the records."""
     own = sweeps.get((scanner.id, day), PartitionState()).watermark
     previous = sweeps.get((scanner.id, day - timedelta(days=1)), PartitionState()).watermark
-    return starting_point(day, scanner.start_at, own, None if own else previous, backfill=False).watermark
+    earlier = scanner.resume_from if own is None and previous is None else None
+    return starting_point(day, scanner.start_at, own, None if own else previous, backfill=False, earlier=earlier).watermark
 
 
 def rollup_days_needed(

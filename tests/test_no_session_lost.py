@@ -327,3 +327,21 @@ def test_the_checks_find_an_unobserved_session_and_one_observed_past_the_waterma
     assert not lost.passed and lost.metadata["examples"].value == ["dropped"]
     past = _check(result, "observations_behind_watermark")
     assert not past.passed and past.metadata["examples"].value == ["kept"]
+
+
+def test_a_scanner_re_enabled_after_the_watched_days_resumes_from_its_last_watermark(instance, resources):
+    """It restarted from its start_at (re-walking everything since) when its last watermark
+    was older than the days the sensor watches."""
+    add_scanner(instance, resources["postgres"], start_at="2024-03-01T06:00:00Z")
+    insert_rows(resources["clickhouse"], [event("$pageview", at("2024-03-01T09:00:00"), "before"),
+                                          event("$pageview", at("2024-03-05T10:00:00"), "during-pause")])  # fmt: skip
+    t1 = at("2024-03-02T01:00:00")
+    roll_for_sweeps(instance, resources["clickhouse"], t1, "2024-03-01T06:00:00Z", with_check=False)
+    assert sweep_metadata(sweep(instance, resources, "errors", DAY, t1))["complete"] is True
+    t2 = at("2024-03-12T12:00:00")  # re-enabled ten days later; the rollups were backfilled meanwhile
+    for n in range(16):
+        materialize_rollup(instance, resources["clickhouse"], date(2024, 2, 26) + timedelta(days=n), t2, with_check=False)
+    meta = sweep_metadata(sweep(instance, resources, "errors", date(2024, 3, 5), t2))
+    assert meta["resumed_from"] == "earlier day: 2024-03-02T00:00:00+00:00"
+    assert (meta["observed"], meta["deduplicated"]) == (1, 0)  # "before" is not walked again
+    assert set(observed(resources["postgres"], "errors")) == {"before", "during-pause"}

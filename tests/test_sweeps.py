@@ -271,3 +271,14 @@ def test_a_backdated_scanner_gets_every_rollup_day_its_first_sweep_reads():
     plan = plan_tick(state(now, [ancient], rollups))
     assert "older than the catch-up window" in plan.waiting["2024-01-18"]
     assert plan.waiting["2024-03-03|ancient"].startswith("rollups of 2024-01-18, 2024-01-19")
+
+
+def test_a_scanner_without_a_watermark_in_the_watched_days_resumes_from_its_last_one():
+    from session_assets.sweeps import next_sweep_start
+    from session_assets.watermarks import Watermark
+
+    last = Watermark(at("2024-03-02T00:00:00"), "", at("2024-03-02T01:00:00"))
+    scanner = ScannerState("s", True, at("2024-03-01T06:00:00"), resume_from=last)
+    assert next_sweep_start({}, scanner, date(2024, 3, 5)) == last
+    swept_before = {("s", date(2024, 3, 4)): swept(at("2024-03-05T00:40:00"), at("2024-03-05T00:00:00"), True)}
+    assert next_sweep_start(swept_before, scanner, date(2024, 3, 5)).end == at("2024-03-05T00:00:00")

@@ -18,7 +18,7 @@ from session_assets.assets.rollups import read_rollup_records, session_counter_r
 from session_assets.coverage import coverage, missing_days
 from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.run_context import BadRunTag, is_backfill, latest_materialization, parse_as_of
+from session_assets.run_context import BadRunTag, is_backfill, latest_materialization, latest_materializations, parse_as_of
 from session_assets.scanners import ScannerError, compile_filter
 from session_assets.scanners import store as scanner_store
 
@@ -262,15 +262,31 @@ def candidate_params(
 
 
 def _starting_point(context: dg.AssetExecutionContext, day: date, scanner_start: datetime, backfill: bool):
-    own = previous = None
+    own = previous = earlier = None
+    scanner_id = context.partition_key.keys_by_dimension["scanner"]
     if not backfill:
         own = _watermark(context.instance, context.partition_key)
-        previous_key = dg.MultiPartitionKey(
-            {"date": (day - timedelta(days=1)).isoformat(), "scanner": context.partition_key.keys_by_dimension["scanner"]}
-        )
         if own is None:
-            previous = _watermark(context.instance, previous_key)
-    return watermarks.starting_point(day, scanner_start, own, previous, backfill)
+            previous = _watermark(context.instance, dg.MultiPartitionKey({"date": (day - timedelta(days=1)).isoformat(), "scanner": scanner_id}))
+        if own is None and previous is None:
+            earlier = earlier_watermark(context.instance, scanner_id, scanner_start.date(), day - timedelta(days=1))
+    return watermarks.starting_point(day, scanner_start, own, previous, backfill, earlier)
+
+
+# How far back a partition without a watermark of its own or of the day before looks for
+# the scanner's last one (a scanner re-enabled after a long pause resumes where it stopped).
+RESUME_LOOKBACK_DAYS = 400
+
+
+def earlier_watermark(
+    instance: dg.DagsterInstance, scanner_id: str, first_day: date, before: date
+) -> watermarks.Watermark | None:
+    """The newest watermark of the scanner's partitions of days before `before` (two bounded queries)."""
+    first = max(first_day, before - timedelta(days=RESUME_LOOKBACK_DAYS))
+    keys = [f"{(first + timedelta(days=n)).isoformat()}|{scanner_id}" for n in range((before - first).days)]
+    found = [watermarks.Watermark.from_metadata(values) for values in latest_materializations(instance, OBSERVATION_BATCHES, keys).values()]
+    marks = [m for m in found if m is not None]
+    return max(marks, key=lambda m: m.key) if marks else None
 
 
 def _watermark(instance: dg.DagsterInstance, partition_key: str) -> watermarks.Watermark | None:
