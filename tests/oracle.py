@@ -67,10 +67,17 @@ def _frame(events: Iterable[Mapping[str, Any]], as_of: datetime, tick: int | Non
     An event with `_visible_tick` k is in the events table only from tick k on (it was
     stamped before it became visible); `tick` None means every event is in the table.
     """
-    rows = []
+    # An event stored more than once (at-least-once ingestion: same uuid, session and
+    # timestamp) is one event, as first inserted.
+    first: dict[Any, Mapping[str, Any]] = {}
     for e in events:
         if e["inserted_at"] > as_of or (tick is not None and e.get("_visible_tick", 0) > tick):
             continue
+        key = (int(e["team_id"]), e["$session_id"], e["timestamp"], e["uuid"])
+        if key not in first or e["inserted_at"] < first[key]["inserted_at"]:
+            first[key] = e
+    rows = []
+    for e in first.values():
         props = json.loads(e["properties"])
         ai = e["event"] == "$ai_generation"
         row = {

@@ -269,6 +269,10 @@ def histories(draw) -> "History":
             stamp = ticks[j] - timedelta(seconds=rng.randint(0, int(oracle.VISIBILITY_LAG.total_seconds()) - 1))
             if e["timestamp"] <= stamp:
                 e["inserted_at"], e["_visible_tick"] = stamp, j + 1
+    # At-least-once ingestion: some events stored again later (same uuid, session and time).
+    for e in list(events):
+        if rng.random() < 0.1:
+            events.append({**e, "inserted_at": e["inserted_at"] + timedelta(minutes=rng.randint(1, 600))})
     scanner_ticks = {sid: int(fraction * (len(ticks) - 1)) for sid, fraction in added.items()}
     # A team that runs out of quota, whose limit is raised at some tick (the last one at the latest).
     quotas = {}
@@ -484,6 +488,8 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
             event(f"tick mode: {history.mode(k)}")
         if any(e.get("_visible_tick", 0) for e in history.events):
             event("insert visible after its stamp")
+        if len({e["uuid"] for e in history.events}) < len(history.events):
+            event("an event stored twice")
         if quotas:
             event("quota ran out and was raised")
         if any(added.values()):

@@ -2,6 +2,7 @@
 -- of the {full_days}, and of the {incremental_days} only the keys that received
 -- events inserted in (that day's {incremental_since}, {as_of}]. Each row is a
 -- complete aggregation of its key, so a recomputed row replaces the old one.
+-- Another events table layout (PostHog's) groups by hash: past 1 GB it spills to disk.
 INSERT INTO session_counter_rollups_v2 (
     team_id, day, session_id, distinct_id,
     event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
@@ -18,23 +19,37 @@ SELECT
     ,
     argMinIf(JSONExtractString(properties, '$current_url'), timestamp, event = '$pageview') AS entry_url,
     {as_of:DateTime64(6, 'UTC')} AS computed_as_of
-FROM {events_db:Identifier}.{events_table:Identifier}
-WHERE timestamp >= {range_start:DateTime64(6, 'UTC')}
-  AND timestamp < {range_end:DateTime64(6, 'UTC')}
-  AND toDate(timestamp) IN {days:Array(Date)}
-  AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
-  AND (
-      toDate(timestamp) IN {full_days:Array(Date)}
-      OR (team_id, `$session_id`, toDate(timestamp)) IN (
-          SELECT team_id, `$session_id`, toDate(timestamp)
-          FROM {events_db:Identifier}.{events_table:Identifier}
-          -- {min_since}: the oldest of the days' since, a constant the inserted_at index skips on
-          WHERE inserted_at > {min_since:DateTime64(6, 'UTC')}
-            AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
-            AND timestamp >= {range_start:DateTime64(6, 'UTC')}
-            AND timestamp < {range_end:DateTime64(6, 'UTC')}
-            AND toDate(timestamp) IN {incremental_days:Array(Date)}
-            AND inserted_at > {incremental_since:Array(DateTime64(6, 'UTC'))}[indexOf({incremental_days:Array(Date)}, toDate(timestamp))]
+FROM
+(
+    -- One row per event: a uuid stored twice (at-least-once ingestion, a merge not yet
+    -- run on PostHog's ReplacingMergeTree) counts once, as first inserted. Grouped in the
+    -- events table's own order, so the project's table folds it as it streams.
+    SELECT
+        team_id, `$session_id`, timestamp, uuid,
+        any(event) AS event, any(properties) AS properties, any(distinct_id) AS distinct_id,
+        min(inserted_at) AS inserted_at
+    FROM {events_db:Identifier}.{events_table:Identifier}
+    WHERE timestamp >= {range_start:DateTime64(6, 'UTC')}
+      AND timestamp < {range_end:DateTime64(6, 'UTC')}
+      AND toDate(timestamp) IN {days:Array(Date)}
+      AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
+      AND (
+          toDate(timestamp) IN {full_days:Array(Date)}
+          OR (team_id, `$session_id`, toDate(timestamp)) IN (
+              SELECT team_id, `$session_id`, toDate(timestamp)
+              FROM {events_db:Identifier}.{events_table:Identifier}
+              -- {min_since}: the oldest of the days' since, a constant the inserted_at index skips on
+              WHERE inserted_at > {min_since:DateTime64(6, 'UTC')}
+                AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
+                AND timestamp >= {range_start:DateTime64(6, 'UTC')}
+                AND timestamp < {range_end:DateTime64(6, 'UTC')}
+                AND toDate(timestamp) IN {incremental_days:Array(Date)}
+                AND inserted_at > {incremental_since:Array(DateTime64(6, 'UTC'))}[indexOf({incremental_days:Array(Date)}, toDate(timestamp))]
+          )
       )
-  )
+    GROUP BY team_id, toDate(timestamp), `$session_id`, timestamp, uuid
+)
 GROUP BY team_id, day, session_id
+-- prefer_column_name_to_alias: the inner WHERE filters the stored inserted_at, not the min() of it.
+SETTINGS optimize_aggregation_in_order = 1, max_bytes_before_external_group_by = 1000000000,
+    prefer_column_name_to_alias = 1

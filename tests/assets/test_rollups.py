@@ -330,3 +330,21 @@ def test_an_event_visible_only_after_its_stamp_is_rolled_up_on_a_late_day_too(in
     pd.testing.assert_frame_equal(
         rollups_frame(clickhouse_resource, yesterday), expected_rollups(rows + lagged, t2, yesterday)
     )
+
+
+def test_an_event_stored_twice_counts_once_as_first_inserted(instance, clickhouse_resource):
+    """At-least-once ingestion (and PostHog's ReplacingMergeTree before its merge) can hold the
+    same event twice: it counts once, and its redelivery does not make the session late."""
+    t1 = at("2024-03-01T12:00:00")
+    first = event("$ai_generation", at("2024-03-01T10:00:00"), "s1", properties={"$ai_input_tokens": 7})
+    rows = [event("$pageview", at("2024-03-01T09:59:00"), "s1"), first]
+    insert_rows(clickhouse_resource, rows)
+    materialize_rollup(instance, clickhouse_resource, DAY, t1)
+    again = {**first, "inserted_at": t1 + timedelta(minutes=2)}  # redelivered
+    insert_rows(clickhouse_resource, [again])
+    result = materialize_rollup(instance, clickhouse_resource, DAY, t1 + timedelta(minutes=5))
+    assert check_evaluation(result).passed
+    (row,) = rollups_frame(clickhouse_resource, DAY).to_dict("records")
+    assert (row["event_count"], row["ai_generation_count"], row["input_tokens"]) == (2, 1, 7)
+    assert row["max_inserted_at"] == first["inserted_at"]
+    pd.testing.assert_frame_equal(rollups_frame(clickhouse_resource, DAY), expected_rollups(rows + [again], t1 + timedelta(minutes=5), DAY))
