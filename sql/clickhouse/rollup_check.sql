@@ -32,17 +32,18 @@ fresh AS (
             `$session_id`,
             -- @include fragments/session_counters.sql
         FROM (
-            -- One row per event uuid, as first inserted (as the rollup counts them).
-            SELECT
-                team_id, `$session_id`, timestamp, uuid,
-                any(event) AS event, any(properties) AS properties, min(inserted_at) AS inserted_at
+            -- One row per event, as first inserted (as the rollup counts them).
+            SELECT team_id, `$session_id`, timestamp, event, properties, inserted_at,
+                   row_number() OVER (PARTITION BY team_id, toDate(timestamp), `$session_id`, timestamp, uuid
+                                      ORDER BY inserted_at) AS copy
             FROM {events_db:Identifier}.{events_table:Identifier}
             WHERE timestamp >= {day_start:DateTime64(6, 'UTC')}
               AND timestamp < {day_end:DateTime64(6, 'UTC')}
               AND inserted_at <= {as_of:DateTime64(6, 'UTC')}
               AND ({full:Bool} OR (team_id, `$session_id`) IN (SELECT team_id, session_id FROM rolled))
-            GROUP BY team_id, toDate(timestamp), `$session_id`, timestamp, uuid
+            SETTINGS optimize_read_in_window_order = 1
         )
+        WHERE copy = 1
         GROUP BY team_id, `$session_id`
     )
 )
@@ -55,5 +56,3 @@ SELECT
                     in_rollups = 0 OR in_events = 0 OR rolled.counters != fresh.counters) AS examples
 FROM rolled
 FULL OUTER JOIN fresh USING (team_id, session_id)
--- The inner WHERE filters the stored inserted_at, not the min() of it.
-SETTINGS prefer_column_name_to_alias = 1

@@ -2,7 +2,6 @@
 -- of the {full_days}, and of the {incremental_days} only the keys that received
 -- events inserted in (that day's {incremental_since}, {as_of}]. Each row is a
 -- complete aggregation of its key, so a recomputed row replaces the old one.
--- Another events table layout (PostHog's) groups by hash: past 1 GB it spills to disk.
 INSERT INTO session_counter_rollups_v2 (
     team_id, day, session_id, distinct_id,
     event_count, pageview_count, autocapture_count, rageclick_count, exception_count,
@@ -21,13 +20,12 @@ SELECT
     {as_of:DateTime64(6, 'UTC')} AS computed_as_of
 FROM
 (
-    -- One row per event: a uuid stored twice (at-least-once ingestion, a merge not yet
-    -- run on PostHog's ReplacingMergeTree) counts once, as first inserted. Grouped in the
-    -- events table's own order, so the project's table folds it as it streams.
-    SELECT
-        team_id, `$session_id`, timestamp, uuid,
-        any(event) AS event, any(properties) AS properties, any(distinct_id) AS distinct_id,
-        min(inserted_at) AS inserted_at
+    -- One row per event: an event stored twice (same uuid, session and time: at-least-once
+    -- ingestion, PostHog's ReplacingMergeTree before its merge) counts once, as first
+    -- inserted. Numbered within each copy group, read in the events table's own order.
+    SELECT team_id, `$session_id`, timestamp, uuid, event, properties, distinct_id, inserted_at,
+           row_number() OVER (PARTITION BY team_id, toDate(timestamp), `$session_id`, timestamp, uuid
+                              ORDER BY inserted_at) AS copy
     FROM {events_db:Identifier}.{events_table:Identifier}
     WHERE timestamp >= {range_start:DateTime64(6, 'UTC')}
       AND timestamp < {range_end:DateTime64(6, 'UTC')}
@@ -47,9 +45,7 @@ FROM
                 AND inserted_at > {incremental_since:Array(DateTime64(6, 'UTC'))}[indexOf({incremental_days:Array(Date)}, toDate(timestamp))]
           )
       )
-    GROUP BY team_id, toDate(timestamp), `$session_id`, timestamp, uuid
+    SETTINGS optimize_read_in_window_order = 1
 )
+WHERE copy = 1
 GROUP BY team_id, day, session_id
--- prefer_column_name_to_alias: the inner WHERE filters the stored inserted_at, not the min() of it.
-SETTINGS optimize_aggregation_in_order = 1, max_bytes_before_external_group_by = 1000000000,
-    prefer_column_name_to_alias = 1
