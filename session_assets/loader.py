@@ -46,6 +46,10 @@ __all__ = [
 
 MAX_PROBLEMS = 50
 MAX_SESSION_ID_LENGTH = 128
+# Integers (token counts, team ids) are Int64: at most 19 digits before the decimal point.
+# A number written as text with more is refused before it is converted, so `"1e999999999"`
+# costs nothing (converting it would build an integer of a billion digits).
+MAX_INTEGER_DIGITS = 19
 # Derived uuids live in their own namespace so they never collide with uuid5s made elsewhere.
 UUID_NAMESPACE = uuid.UUID("6f6d1c52-3f0e-5b57-9d8e-7c1a2b0d4e61")
 
@@ -776,6 +780,9 @@ def _non_negative_int(value: Any) -> int | None:
     elif isinstance(value, str) and _JSON_NUMBER.fullmatch(value.strip()):
         exact = Decimal(value.strip())
         if exact != exact.to_integral_value():
+            return None
+        if exact.adjusted() >= MAX_INTEGER_DIGITS:
+            # Beyond Int64, and int() would build every digit: "1e999999999" is a billion of them.
             return None
         number = int(exact)
     else:

@@ -522,3 +522,29 @@ def test_loader_rejects_a_session_id_with_nul_in_a_csv(clickhouse_resource, tmp_
     with pytest.raises(EventFileError, match="line 2: field 'session_id': contains NUL"):
         load_events_file(clickhouse_resource, path, team_id=1, now=LOADER_NOW)
     assert _stored(clickhouse_resource) == []
+
+
+HUGE_NUMBER_TEXT = [
+    ("jsonl tokens", "jsonl", "$ai_input_tokens", "not a non-negative integer: '1e999999999'"),
+    ("jsonl team", "jsonl", "team_id", "not a positive integer: '1e999999999'"),
+    ("csv tokens", "csv", "$ai_output_tokens", "not a non-negative integer: '1e999999999'"),
+    ("csv team", "csv", "team_id", "not a positive integer: '1e999999999'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "field", "message"), [c[1:] for c in HUGE_NUMBER_TEXT], ids=[c[0] for c in HUGE_NUMBER_TEXT])
+def test_loader_refuses_a_huge_number_written_as_text_without_converting_it(clickhouse_resource, tmp_path, fmt, field, message):
+    """Issue #14: `"1e999999999"` (a 159-byte file) went through int(Decimal(text)), a billion digits: the load hung."""
+    if fmt == "jsonl":
+        bad = _props(**{field: "1e999999999"}) if field.startswith("$") else _record(team_id="1e999999999")
+        path = _write(tmp_path / "events.jsonl", [_record(), bad])
+    else:
+        path = tmp_path / "events.csv"
+        path.write_text(f"event,timestamp,distinct_id,session_id,team_id,{'$ai_output_tokens'}\n"
+                        + ("e,2024-05-01T00:00:00Z,d,s,1e999999999,7\n" if field == "team_id"
+                           else "e,2024-05-01T00:00:00Z,d,s,1,1e999999999\n"))  # fmt: skip
+    with pytest.raises(EventFileError) as caught:
+        load_events_file(clickhouse_resource, path, now=LOADER_NOW)
+    assert f"line 2: field '{field}': {message}" in str(caught.value)
+    assert [(p.line, p.field) for p in caught.value.problems] == [(2, field)]
+    assert _stored(clickhouse_resource) == []
