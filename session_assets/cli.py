@@ -167,7 +167,7 @@ def demo(days: int) -> None:
 @main.command("load-events")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None, help="Default: from the extension.")
-@click.option("--team-id", type=click.IntRange(min=1), default=None, help="Team of rows that carry none.")
+@click.option("--team-id", type=click.IntRange(min=1), default=None, help="Team of rows that carry none (a row's own team_id wins).")
 def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
     """Load a PostHog JSONL export or a CSV of events into the events table."""
     from session_assets import settings

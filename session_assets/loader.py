@@ -7,9 +7,12 @@ Two streaming passes over the file, so memory stays flat however long it is:
 2. parse again and insert in batches of `batch_size` rows through `insert_events`.
 
 Each batch carries a deduplication token built from the bytes of its lines, the
-`--team-id` option and its index, never from the load time, so a load that is run
-twice, or re-run after a crash, never doubles a row: ClickHouse drops a block whose
-token it has already seen (`non_replicated_deduplication_window` on the table).
+`--team-id` option (when one of its rows has no team of its own: the option never
+overrides a row's `team_id`) and its index, never from the load time, so a load
+that is run twice, or re-run after a crash, never doubles a row: ClickHouse drops a
+block whose token it has already seen (`non_replicated_deduplication_window` on the
+table). Loading the same file again with another `--team-id` loads again the batches
+that hold a row without a team.
 """
 
 from __future__ import annotations
@@ -164,6 +167,7 @@ def load_events_file(
     _validate(name, path, rows)
 
     inserter = _BatchInserter(clickhouse, rows, progress)
+    rows.start_batch()  # forget what the validating pass saw
     with _open_lines(name, path) as source:
         columns = _empty_columns()
         for _, row, problems in rows.parse(source):
@@ -354,13 +358,20 @@ class _RowParser:
         self.team_id = team_id
         self.now_us = now_us
         self._header_text = ""
+        self._team_option_used = False  # since the last batch token: did a row take --team-id?
 
     def batch_token(self, digest: str, index: int) -> str:
-        team = "-" if self.team_id is None else str(self.team_id)
+        # --team-id is part of a batch's meaning only if one of its rows took it: a batch whose
+        # rows all carry their own team is the same batch with or without the option.
+        team = str(self.team_id) if self._team_option_used else "-"
+        self.start_batch()
         header = (
             hashlib.sha256(self._header_text.encode("utf-8", "replace")).hexdigest()[:16] if self._header_text else "-"
         )
         return f"session_assets.load_events:v1:{self.fmt}:{header}:{digest}:team={team}:batch={index}"
+
+    def start_batch(self) -> None:
+        self._team_option_used = False
 
     def parse(self, source: _LineSource) -> Iterator[_Parsed]:
         return self._jsonl(source) if self.fmt == "jsonl" else self._csv(source)
@@ -572,8 +583,10 @@ class _RowParser:
             # Postgres text cannot hold NUL: such a session would be rolled up but never observed.
             problem(session_field, f"contains NUL (\\u0000), which Postgres cannot store: {_short(session)}")
 
-        if self.team_id is not None:
+        # --team-id is the team of rows that carry none; a row's own team_id always wins.
+        if (team is None or team == "") and self.team_id is not None:
             team_id: int | None = self.team_id
+            self._team_option_used = True
         elif team is None or team == "":
             problem("team_id", "missing: the row has none and no --team-id was given")
             team_id = None

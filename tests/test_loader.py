@@ -391,6 +391,30 @@ def test_many_bad_rows_keep_the_first_50_and_count_the_rest(
     assert count_events(clickhouse_resource) == 0
 
 
+def test_team_id_option_applies_only_to_rows_without_a_team(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:
+    """Issue #14: --team-id ("Team of rows that carry none") used to overwrite every row's team_id."""
+    jsonl = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [good_record(0, team_id=7), {k: v for k, v in good_record(1).items() if k != "team_id"}, good_record(2, team_id="8")],
+    )
+    csv_path = tmp_path / "mixed.csv"
+    csv_path.write_text(
+        "event,timestamp,distinct_id,session_id,team_id\n"
+        "e,2024-05-10T09:00:00Z,csv,s-7,7\n"
+        "e,2024-05-10T09:01:00Z,csv,s-none,\n"
+    )
+    assert load_events_file(clickhouse_resource, jsonl, team_id=3, now=NOW).rows == 3
+    assert load_events_file(clickhouse_resource, csv_path, team_id=3, now=NOW).rows == 2
+    teams = sorted((r["distinct_id"], r["$session_id"], r["team_id"]) for r in read_events(clickhouse_resource))
+    assert teams == [("csv", "s-7", 7), ("csv", "s-none", 3), ("user-0", "sess-0", 7), ("user-1", "sess-0", 3),
+                     ("user-2", "sess-0", 8)]  # fmt: skip
+
+    # A row's own bad team_id is still reported, --team-id or not.
+    bad = write_jsonl(tmp_path / "bad.jsonl", [good_record(0, team_id="acme")])
+    with pytest.raises(EventFileError, match="line 1: field 'team_id': not a positive integer: 'acme'"):
+        load_events_file(clickhouse_resource, bad, team_id=3, now=NOW)
+
+
 def test_team_id_option_must_be_positive(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "events.jsonl", [good_record(0)])
     with pytest.raises(EventFileError, match="--team-id must be a positive integer"):
@@ -416,10 +440,17 @@ def test_loading_the_same_file_twice_adds_nothing(clickhouse_resource: ClickHous
     assert len(rows) == 25 and len({r["uuid"] for r in rows}) == 25
     assert {r["inserted_at"] for r in rows} == {NOW}
 
-    # Another --team-id is another load, not a retry.
+    # Every row carries its team: --team-id changes none of them, so this is a retry too.
     third = load_events_file(clickhouse_resource, path, batch_size=10, team_id=77, now=NOW)
-    assert third.skipped_duplicate_batches == 0
-    assert count_events(clickhouse_resource) == 50
+    assert third.skipped_duplicate_batches == 3
+    assert count_events(clickhouse_resource) == 25
+
+    # Rows without a team take it from --team-id: another --team-id is another load, not a retry.
+    teamless = write_jsonl(tmp_path / "teamless.jsonl", [{k: v for k, v in r.items() if k != "team_id"} for r in records])
+    assert load_events_file(clickhouse_resource, teamless, batch_size=10, team_id=77, now=NOW).skipped_duplicate_batches == 0
+    assert load_events_file(clickhouse_resource, teamless, batch_size=10, team_id=78, now=NOW).skipped_duplicate_batches == 0
+    assert load_events_file(clickhouse_resource, teamless, batch_size=10, team_id=78, now=NOW).skipped_duplicate_batches == 3
+    assert count_events(clickhouse_resource) == 75
 
 
 def test_retry_after_a_crash_loads_exactly_the_file(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:
