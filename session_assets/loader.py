@@ -37,6 +37,7 @@ from typing import Any, BinaryIO
 from session_assets import clickhouse as ch
 from session_assets.events_io import EVENT_COLUMNS, insert_events
 from session_assets.resources import ClickHouseResource
+from session_assets.settings import EVENTS_TABLE_VAR
 
 __all__ = [
     "EventFileError",
@@ -67,6 +68,8 @@ _MIN_TIME_US = (datetime(2000, 1, 1, tzinfo=_UTC) - _EPOCH) // _US
 # Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _EPOCH_MS_THRESHOLD = 100_000_000_000
 _INT64_MAX = 2**63 - 1
+# Epoch numbers beyond this (year 33 million in milliseconds) are out of range however read.
+_MAX_EPOCH = 10**18
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _TOKEN_KEYS = ("$ai_input_tokens", "$ai_output_tokens")
@@ -164,6 +167,7 @@ def load_events_file(
         load_time = load_time.replace(tzinfo=_UTC)
     rows = _RowParser(name=name, fmt=fmt, team_id=team_id, now_us=(load_time - _EPOCH) // _US)
 
+    _require_events_table(clickhouse)
     _validate(name, path, rows)
 
     inserter = _BatchInserter(clickhouse, rows, progress)
@@ -198,6 +202,21 @@ def load_events_file(
 # ---------------------------------------------------------------------------
 # passes and batches
 # ---------------------------------------------------------------------------
+
+
+def _require_events_table(clickhouse: ClickHouseResource) -> None:
+    """Raise EventFileError unless the events table exists (before reading the file, not at the first insert)."""
+    table = clickhouse.events
+    found = clickhouse.client().query(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+        parameters={"db": table.database, "table": table.table},
+    )
+    if not found.result_rows[0][0]:
+        raise EventFileError(
+            f"the events table {table.database}.{table.table} does not exist: "
+            f"{EVENTS_TABLE_VAR}={clickhouse.events_table!r} names no table (unset it to load into "
+            f"{clickhouse.database}.events, or create the table first); nothing loaded"
+        )
 
 
 def _validate(name: str, path: str | Path, rows: _RowParser) -> None:
@@ -757,9 +776,12 @@ def _parse_time(value: Any) -> int | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        if _JSON_NUMBER.fullmatch(text):
-            return _epoch_us(float(text) if any(c in text for c in ".eE") else int(text))
-        return None
+        if not _JSON_NUMBER.fullmatch(text):
+            return None
+        exact = Decimal(text)
+        if exact.copy_abs() > _MAX_EPOCH:  # abs() would round, and overflow on 1e999999999
+            return _epoch_us(float(exact))  # out of range either way; never int() of "1e999999999"
+        return _epoch_us(float(exact) if any(c in text for c in ".eE") else int(exact))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_UTC)
     try:
@@ -769,8 +791,12 @@ def _parse_time(value: Any) -> int | None:
 
 
 def _epoch_us(value: int | float) -> int | None:
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and math.isnan(value):
         return None
+    if abs(value) > _MAX_EPOCH:
+        # Far beyond any time the loader takes (1e308 * 1000 is not even a float): reported as
+        # too far in the future or the past, without converting it.
+        return _INT64_MAX if value > 0 else -_INT64_MAX
     if abs(value) >= _EPOCH_MS_THRESHOLD:
         return int(value * 1_000) if isinstance(value, int) else round(value * 1_000)
     return int(value * 1_000_000) if isinstance(value, int) else round(value * 1_000_000)

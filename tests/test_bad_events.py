@@ -548,3 +548,18 @@ def test_loader_refuses_a_huge_number_written_as_text_without_converting_it(clic
     assert f"line 2: field '{field}': {message}" in str(caught.value)
     assert [(p.line, p.field) for p in caught.value.problems] == [(2, field)]
     assert _stored(clickhouse_resource) == []
+
+
+@pytest.mark.parametrize(("timestamp", "message"), [(1e308, "too far in the future"), ("1e308", "too far in the future"),
+                                                   (-1e308, "before 2000-01-01"), ("1e999999999", "too far in the future")])  # fmt: skip
+def test_loader_refuses_an_epoch_beyond_any_time_naming_line_and_field(clickhouse_resource, tmp_path, timestamp, message):
+    """Issue #14: a timestamp of 1e308 (JSONL or CSV) escaped as an OverflowError traceback (1e308 * 1000 is inf)."""
+    jsonl = _write(tmp_path / "events.jsonl", [_record(), _record(timestamp=timestamp)])
+    csv_path = tmp_path / "events.csv"
+    csv_path.write_text(f"event,timestamp,distinct_id,session_id\ne,2024-05-01T00:00:00Z,d,s\ne,{timestamp},d,s\n")
+    for path, line in ((jsonl, 2), (csv_path, 3)):  # a CSV header is line 1
+        with pytest.raises(EventFileError) as caught:
+            load_events_file(clickhouse_resource, path, team_id=1, now=LOADER_NOW)
+        assert f"line {line}: field 'timestamp': " in str(caught.value) and message in str(caught.value), path
+        assert [(p.line, p.field) for p in caught.value.problems] == [(line, "timestamp")]
+    assert _stored(clickhouse_resource) == []

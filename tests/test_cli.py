@@ -39,6 +39,19 @@ def test_user_mistakes_are_one_line_without_traceback(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_load_events_into_a_missing_events_table_is_one_line_naming_it(tmp_path):
+    """Issue #14: SESSION_ASSETS_EVENTS_TABLE naming no table gave a raw DatabaseError traceback at the first insert."""
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"event":"e","distinct_id":"d","timestamp":"2024-05-01T00:00:00Z","team_id":1,"properties":{}}\n')
+    for table in ("missing", "nowhere.missing"):
+        env = {**cli_env(tmp_path / "home"), "SESSION_ASSETS_EVENTS_TABLE": table}
+        result = subprocess.run([*CLI, "load-events", str(path)], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert "does not exist" in line and f"SESSION_ASSETS_EVENTS_TABLE='{table}'" in line, line
+        assert ("session_assets.missing" if table == "missing" else "nowhere.missing") in line
+
+
 @pytest.mark.timeout(900)
 def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_path):
     dev = DevProcess(tmp_path / "home", tmp_path / "dev.log", "--days", "1")
