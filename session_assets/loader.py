@@ -49,6 +49,11 @@ __all__ = [
 ]
 
 MAX_PROBLEMS = 50
+# The longest line (JSONL) or record (CSV, whose quoted cells may span lines) the loader
+# takes, in bytes, line feeds not counted; the same for both formats. A longer one is
+# refused, naming its line, after reading at most this much of it (a 201 MB line used to
+# be read whole: 1.65 GB at peak). A line this long costs about 8 times as much to parse.
+MAX_LINE_BYTES = 16 * 1024 * 1024
 MAX_SESSION_ID_LENGTH = 128
 # Integers (token counts, team ids) are Int64: at most 19 digits before the decimal point.
 # A number written as text with more is refused before it is converted, so `"1e999999999"`
@@ -295,23 +300,36 @@ class _LineSource:
         self._digest = hashlib.sha256()
 
     def __iter__(self) -> Iterator[bytes]:
-        lines = iter(self._stream)
+        readline = self._stream.readline
         while True:
             try:
-                raw = next(lines)
-            except StopIteration:
-                return
+                raw = readline(MAX_LINE_BYTES + 1)  # bounded: a longer line is refused unread
             except (gzip.BadGzipFile, EOFError, zlib.error) as error:
                 raise EventFileError(
                     f"{self._name}: not a readable gzip file after line {self.line_no}: {error}"
                 ) from error
+            if not raw:
+                return
             self.line_no += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise _too_long(self._name, self.line_no, "line")
             self._digest.update(raw)
             yield raw
 
     def take_digest(self) -> str:
         digest, self._digest = self._digest.hexdigest(), hashlib.sha256()
         return digest
+
+
+def _too_long(name: str, line: int, what: str) -> EventFileError:
+    """A line (or a CSV record starting at `line`) over MAX_LINE_BYTES: the load stops there."""
+    message = f"longer than {MAX_LINE_BYTES:,} bytes, the most the loader takes in one line or CSV record"
+    where = f"line {line}" if what == "line" else f"the CSV record starting at line {line}"
+    return EventFileError(
+        f"{name}: {where} is {message}; nothing is loaded from this file",
+        [RowProblem(line, "size", message)],
+        bad_rows=1,
+    )
 
 
 @contextmanager
@@ -465,8 +483,10 @@ class _RowParser:
 
     def _csv(self, source: _LineSource) -> Iterator[_Parsed]:
         bad_lines: list[tuple[int, int]] = []
-        reader = csv.reader(_decoded_lines(source, bad_lines), strict=True)
+        lines = _CsvLines(self.name, source, bad_lines)
+        reader = csv.reader(lines, strict=True)
         header_line, header = self._csv_header(reader, source)
+        lines.next_record()
         if bad_lines:
             raise EventFileError(f"{self.name}: the CSV header (line {bad_lines[0][0]}) is not valid UTF-8")
         if header is None:
@@ -480,10 +500,12 @@ class _RowParser:
             except StopIteration:
                 return
             except csv.Error as error:
+                lines.next_record()
                 line, last_line = last_line + 1, source.line_no
                 bad_lines.clear()
                 yield line, None, [RowProblem(line, "csv", f"malformed CSV: {error}")]
                 continue
+            lines.next_record()
             line, last_line = last_line + 1, source.line_no
             if bad_lines:
                 bad_line, byte = bad_lines[0]
@@ -697,15 +719,38 @@ class _RowParser:
         return format(cost, "f")
 
 
-def _decoded_lines(source: _LineSource, bad_lines: list[tuple[int, int]]) -> Iterator[str]:
-    """Decoded lines for csv.reader; a line that is not UTF-8 is noted and decoded with U+FFFD."""
-    for raw in source:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            bad_lines.append((source.line_no, error.start))
-            text = raw.decode("utf-8", "replace")
-        yield text.removeprefix("\ufeff") if source.line_no == 1 else text
+# csv's own limit on a cell (128 KiB by default) would refuse cells a JSONL line may hold;
+# a record is bounded by MAX_LINE_BYTES instead (csv counts characters, never more than bytes).
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
+
+
+class _CsvLines:
+    """Decoded lines for csv.reader, a line that is not UTF-8 noted and decoded with U+FFFD;
+    refuses a record (its lines from the last `next_record()`) longer than MAX_LINE_BYTES."""
+
+    def __init__(self, name: str, source: _LineSource, bad_lines: list[tuple[int, int]]) -> None:
+        self._name = name
+        self._source = source
+        self._bad_lines = bad_lines
+        self._record_line = 1
+        self._record_bytes = 0
+
+    def next_record(self) -> None:
+        self._record_line = self._source.line_no + 1
+        self._record_bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        source = self._source
+        for raw in source:
+            self._record_bytes += len(raw) - raw.endswith(b"\n")
+            if self._record_bytes > MAX_LINE_BYTES:
+                raise _too_long(self._name, self._record_line, "csv")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                self._bad_lines.append((source.line_no, error.start))
+                text = raw.decode("utf-8", "replace")
+            yield text.removeprefix("\ufeff") if source.line_no == 1 else text
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from session_assets.loader import EventFileError, LoadReport, RowProblem, load_events_file
+from session_assets.loader import MAX_LINE_BYTES, EventFileError, LoadReport, RowProblem, load_events_file
 from session_assets.resources import ClickHouseResource
 
 UTC = timezone.utc
@@ -413,6 +413,46 @@ def test_team_id_option_applies_only_to_rows_without_a_team(clickhouse_resource:
     bad = write_jsonl(tmp_path / "bad.jsonl", [good_record(0, team_id="acme")])
     with pytest.raises(EventFileError, match="line 1: field 'team_id': not a positive integer: 'acme'"):
         load_events_file(clickhouse_resource, bad, team_id=3, now=NOW)
+
+
+def test_one_line_or_record_size_limit_for_both_formats(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:
+    """Issue #14: a CSV cell over 128 KiB (csv's default limit) was refused though the same data loads
+    as JSONL, and a line of any length was read whole (201 MB: 1.65 GB at peak). Both formats now take
+    a line or CSV record of up to MAX_LINE_BYTES, and refuse a longer one naming its line, unread."""
+    big = "x" * (200 * 1024)
+    jsonl = write_jsonl(tmp_path / "big.jsonl", [good_record(0, properties={"$session_id": "j", "blob": big})])
+    csv_path = tmp_path / "big.csv"
+    csv_path.write_text(f"event,timestamp,distinct_id,session_id,blob\ne,2024-05-10T09:00:00Z,d,c,{big}\n")
+    assert load_events_file(clickhouse_resource, jsonl, now=NOW).rows == 1
+    assert load_events_file(clickhouse_resource, csv_path, team_id=1, now=NOW).rows == 1
+    assert [r["properties"]["blob"] == big for r in read_events(clickhouse_resource)] == [True, True]
+
+    huge = "y" * (4 * MAX_LINE_BYTES)
+    too_long = {
+        "jsonl": (json.dumps(good_record(1)) + "\n" + json.dumps(good_record(2, properties={"blob": huge})) + "\n", 2),
+        "csv": (f"event,timestamp,distinct_id,session_id,blob\ne,2024-05-10T09:00:00Z,d,c,x\ne,2024-05-10T09:00:00Z,d,c,{huge}\n", 3),
+        # Each line short, the quoted cell spanning them too long: refused at the record's first line.
+        "csv-multiline": ("event,timestamp,distinct_id,session_id,blob\ne,2024-05-10T09:00:00Z,d,c,\""
+                          + ("z" * (MAX_LINE_BYTES // 8) + "\n") * 9 + "\"\n", 2),
+    }  # fmt: skip
+    for name, (text, line) in too_long.items():
+        path = tmp_path / f"{name}.{name[:3].replace('jso', 'jsonl')}"
+        path.write_text(text)
+        del text
+        tracemalloc.start()
+        try:
+            with pytest.raises(EventFileError) as caught:
+                load_events_file(clickhouse_resource, path, team_id=1, now=NOW)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert f"line {line}" in str(caught.value) and f"longer than {MAX_LINE_BYTES:,} bytes" in str(caught.value), name
+        assert [(p.line, p.field) for p in caught.value.problems] == [(line, "size")], name
+        if name == "csv-multiline":  # csv holds a cell as 4 bytes a character: bounded, if not small
+            assert peak < 6 * MAX_LINE_BYTES, (name, peak)
+        else:
+            assert peak < 2.5 * MAX_LINE_BYTES, (name, peak)  # never the whole 64 MiB line
+    assert count_events(clickhouse_resource) == 2
 
 
 def test_team_id_option_must_be_positive(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:
