@@ -70,6 +70,7 @@ START_AT_MIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
 START_AT_MAX = datetime(2200, 1, 1, tzinfo=timezone.utc)
 # A scanner file holding more values than this once its YAML aliases are expanded is refused.
 MAX_YAML_VALUES = 1_000_000
+MERGE_TAG = "tag:yaml.org,2002:merge"  # `<<`: refused in scanner files (see _UniqueKeyLoader)
 # Bookkeeping columns of the Postgres `scanners` table that are not part of a definition.
 RECORD_METADATA_COLUMNS = frozenset({"created_at", "updated_at"})
 
@@ -374,7 +375,18 @@ def parse_scanner(mapping: Mapping[str, Any], source: str = "scanner") -> Scanne
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses duplicate keys instead of silently keeping the last one."""
+    """safe_load that refuses duplicate keys instead of silently keeping the last one, and merge keys."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # `<<: [*a, *a, ...]` copies the merged pairs into every mapping that merges them:
+        # 40 KB of YAML made 4 million pairs (12 s), and older PyYAML doubled them at every
+        # level. Scanner files need no merges; an alias (*name) still repeats a whole value.
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not supported in scanner files: write the keys out", key_node.start_mark
+                )
+        super().flatten_mapping(node)
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:

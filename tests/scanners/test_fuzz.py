@@ -501,6 +501,39 @@ def test_a_deeper_yaml_alias_bomb_is_refused_at_load(target):
     assert peak < 1_000_000
 
 
+def _merge_bomb(shape: str) -> str:
+    """Merge keys (<<) that copy the merged pairs: millions of pairs from a few KB of YAML."""
+    keys = ", ".join(f"k{i}: 0" for i in range(1500))
+    if shape == "many-targets":  # 1500 mappings each merging 1500 keys
+        return f"id: bomb\nname: n\nkind: match\nbase: &a {{{keys}}}\nteam_id: [" + ", ".join(["{<<: *a}"] * 1500) + "]\n"
+    # nested: each level merges the one below 9 times (PyYAML before 6.0.4 doubled the pairs per level)
+    lines = ["id: bomb", "name: n", "kind: match", "l0: &a0 {k: v}"]
+    lines += [f"l{n}: &a{n} {{<<: [{', '.join([f'*a{n - 1}'] * 9)}], k{n}: v}}" for n in range(1, 25)]
+    return "\n".join(lines) + "\nteam_id: {<<: *a24}\n"
+
+
+@pytest.mark.parametrize("shape", ["many-targets", "nested"])
+def test_a_yaml_merge_key_bomb_is_refused_cheaply(shape):
+    """Issue #14: merge keys copy what they merge into every mapping (4 million pairs, 12 s, from 40 KB;
+    exponential with older PyYAML). Scanner files need none: `<<` is refused where it first appears."""
+    text = _merge_bomb(shape)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ScannerError) as raised:
+            load_scanners(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(raised.value).count("\n") == 0  # one line
+    assert "invalid YAML at line " in str(raised.value) and "merge keys (<<) are not supported" in str(raised.value)
+    assert peak < 10_000_000, peak  # PyYAML's nodes for the text (4 MB for 30 KB); merged: 100 MB and 26 s
+    # A quoted "<<" is an ordinary (unknown) key, and an alias still repeats a whole value.
+    with pytest.raises(ScannerError, match="<<: unknown key"):
+        load_scanners('{id: x, team_id: 1, name: n, kind: match, "<<": 1}')
+    (scanner,) = load_scanners("- {id: x, team_id: 1, name: &n shared, kind: match, filter: {distinct_ids: [*n, *n]}}")
+    assert scanner.filter.distinct_ids == ("shared", "shared")
+
+
 def test_a_huge_or_self_containing_value_is_shown_cheaply():
     bomb: Any = ["lol"] * 9
     for _ in range(30):
