@@ -563,3 +563,15 @@ def test_loader_refuses_an_epoch_beyond_any_time_naming_line_and_field(clickhous
         assert f"line {line}: field 'timestamp': " in str(caught.value) and message in str(caught.value), path
         assert [(p.line, p.field) for p in caught.value.problems] == [(line, "timestamp")]
     assert _stored(clickhouse_resource) == []
+
+
+@pytest.mark.parametrize("quota", [0, -5, 10**9 + 1, 10**30])
+def test_a_sweep_refuses_a_default_monthly_quota_out_of_bounds(instance, resources, quota):
+    """Issue #14: `default_monthly_quota` in run config was never validated. It must be 1..10**9:
+    anything else fails the step as it reads its config (Dagster's config schema holds no bounds,
+    pydantic checks them then), before the sweep does anything."""
+    add_scanner(instance, resources["postgres"], scanner_id="quota-config")
+    with pytest.raises(Exception, match="default_monthly_quota") as raised:
+        sweep(instance, resources, "quota-config", DAY, AS_OF, default_monthly_quota=quota)
+    assert "greater than or equal to 1" in str(raised.value) or "less than or equal to 1000000000" in str(raised.value)
+    assert observation_count(resources["postgres"]) == 0 and quota_used(resources["postgres"]) == 0
