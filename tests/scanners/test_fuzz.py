@@ -126,7 +126,7 @@ KINDS_RULES = [("match", {}), ("threshold", {"score": "exception_count * 2 + rag
 
 # Regexes: the user's text escaped (a literal search), or constructs RE2 shares with Python.
 RE2_SAFE = ["^a", "a$", "a|b", "[a-z]+", "(?i)checkout", r"\d{2,4}", "a{0,3}", "(?P<n>a)", "[[:alpha:]]", r"\bword\b",
-            "(?s).", r"\x41", ".*", "(?:a|)", "a+?", r"\Aa", "(?i:a)(?-i:b)", r"[^\]\-]", r"\0", "(a{10}){100}"]  # fmt: skip
+            "(?s).", r"\x41", ".*", "(?:a|)", "a+?", r"\Aa", "(?i:a)(?-i:b)", r"[^\]\-]", r"\0", "(a{10}){10}"]  # fmt: skip
 REGEX = st.one_of(VALUE.map(re.escape).filter(lambda s: len(s) <= 1000), st.sampled_from(RE2_SAFE))
 
 PROPERTY = st.one_of(
@@ -438,6 +438,30 @@ def test_a_regex_re2_refuses_is_refused_at_load(fuzz_clickhouse, pattern):
         event="e", properties=(PropertyFilter.model_construct(key="k", op="regex", value=pattern),)),))  # fmt: skip
     with pytest.raises(Exception, match="(?i)re2"):
         matching(fuzz_clickhouse, compile_filter(bypass))
+
+
+SLOW_REGEXES = [
+    ("(?s).{1000}z", "at most 100 times", "not 1000"), ("[^x]{1000}z", "at most 100 times", "not 1000"),
+    ("(a{10}){11}", "at most 100 times", "not 110"), ("a{101,}", "at most 100 times", "not 101"),
+    ("(?s)" + "." * 990 + "z", "at most 300 wildcards", "not 990"), (".{100}" * 4, "at most 300 wildcards", "not 400"),
+    (r"(?:\d{50}|[^a]{50})" * 4, "at most 300 wildcards", "not 400"),  # branches add up
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pattern", "limit", "count"), SLOW_REGEXES, ids=[p[:20] for p, _, _ in SLOW_REGEXES])
+def test_a_regex_that_would_take_minutes_is_refused_at_load(pattern, limit, count):
+    """Issue #14: `(?s).{1000}z` and `[^x]{1000}z` validated, then took 38-74 s over 4 MB of property
+    values (so do a thousand dots, or `.{100}` ten times): refused, naming the field and the pattern."""
+    spec = {"events": [{"event": "e", "properties": [{"key": "k", "op": "regex", "value": pattern}]}]}
+    with pytest.raises(ScannerError) as raised:
+        parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match", "filter": spec})
+    (problem,) = raised.value.problems
+    assert problem.path == "filter.events[0].properties[0].value" and problem.value == pattern
+    assert limit in problem.message and count in problem.message, problem.message
+    # Right at the bounds, a regex still validates (0.03 s a MB).
+    for fine in ("(?s).{100}.{100}.{100}z", "(a{10}){10}", r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"):
+        parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match",
+                       "filter": {"events": [{"event": "e", "properties": [{"key": "k", "op": "regex", "value": fine}]}]}})  # fmt: skip
 
 
 # Regexes built from pieces RE2 and Python both know, and pieces only one of them does.
