@@ -1,12 +1,16 @@
 """`session-assets`: run the embedded stack, load events, drive the assets.
 
-User mistakes print one line on stderr and exit 1; no tracebacks.
+User mistakes print one line on stderr and exit 1; no tracebacks. Text that
+comes from users (scanner ids and names, file paths, problems) goes through
+`_plain` before rich sees it, so a name like `[/]` or `[link=...]` prints as
+written instead of breaking the output or planting a terminal hyperlink.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import unicodedata
 import subprocess
 import sys
 import time
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from session_assets.clickhouse import ClickHouseUnavailable
@@ -26,6 +31,22 @@ if not console.is_terminal:
     console = Console(width=140)  # pipes and CI logs: wide enough for the summary tables
 # Failures a user can act on: their message is the whole story.
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable)
+
+
+def _plain(value: object) -> str:
+    """`value` as text rich prints literally: markup escaped, control and format characters
+    (escape sequences, bidi overrides, line breaks) shown as Python escapes."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(
+            c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+            for c in text
+        )
+    return escape(text)
+
+
+def _add_row(table: Table, *cells: object) -> None:
+    table.add_row(*(_plain(cell) for cell in cells))
 
 
 class CleanErrors(click.Group):
@@ -88,7 +109,7 @@ def dev(days: int, port: int, host: str) -> None:
             )
     # Runs open chDB in their own processes; this one must let go of it.
     clickhouse.close_clients()
-    console.print(f"Dagster UI on http://{host}:{port}  (home {stack.settings.home})")
+    console.print(f"Dagster UI on http://{_plain(host)}:{port}  (home {_plain(stack.settings.home)})")
     command = [sys.executable, "-m", "dagster", "dev", "-m", "session_assets.definitions", "-h", host, "-p", str(port)]
     # dagster dev in a process group of its own, so that whatever it leaves behind on
     # exit can be found: a code server it started has been seen outliving it for hours.
@@ -149,14 +170,14 @@ def demo(days: int) -> None:
     for column in ("day", "sessions", "events", "complete", "check"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.day, f"{row.sessions:,}", f"{row.events:,}", "yes" if row.complete else "open",
+        _add_row(table, row.day, f"{row.sessions:,}", f"{row.events:,}", "yes" if row.complete else "open",
                       {True: "passed", False: "FAILED", None: "not run"}[row.check_passed])
     console.print(table)
     table = Table(title="observation_batches (one sweep per scanner and day)")
     for column in ("scanner", "day", "candidates", "observed", "quota skipped", "watermark", "complete", "checks"):
         table.add_column(column)
     for sweep in sweeps:
-        table.add_row(sweep.scanner_id, sweep.day, f"{sweep.candidates:,}", f"{sweep.observed:,}",
+        _add_row(table, sweep.scanner_id, sweep.day, f"{sweep.candidates:,}", f"{sweep.observed:,}",
                       f"{sweep.quota_skipped:,}", f"{sweep.watermark_end:%Y-%m-%d %H:%M}",
                       "yes" if sweep.complete else "open", "passed" if sweep.checks_passed else "FAILED")
     console.print(table)
@@ -167,7 +188,7 @@ def demo(days: int) -> None:
 @main.command("load-events")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None, help="Default: from the extension.")
-@click.option("--team-id", type=click.IntRange(min=1), default=None, help="Team of rows that carry none.")
+@click.option("--team-id", type=click.IntRange(min=1), default=None, help="Team of rows that carry none (a row's own team_id wins).")
 def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
     """Load a PostHog JSONL export or a CSV of events into the events table."""
     from session_assets import settings
@@ -176,11 +197,12 @@ def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
 
     s = settings.load_settings()
     clickhouse = ClickHouseResource(url=s.clickhouse_url, database=s.clickhouse_database, events_table=s.events_table)
-    with console.status(f"loading {path}") as status:
+    shown = _plain(path)
+    with console.status(f"loading {shown}") as status:
         report = load_events_file(
-            clickhouse, path, fmt=fmt, team_id=team_id, progress=lambda rows: status.update(f"loading {path}: {rows:,} rows")
+            clickhouse, path, fmt=fmt, team_id=team_id, progress=lambda rows: status.update(f"loading {shown}: {rows:,} rows")
         )
-    console.print(f"loaded {report.rows:,} events from {path} in {report.batches} batches ({report.seconds:.1f}s)")
+    console.print(f"loaded {report.rows:,} events from {shown} in {report.batches} batches ({report.seconds:.1f}s)")
 
 
 @main.group()
@@ -208,7 +230,9 @@ def scanners_add(path: Path) -> None:
     found = load_scanners(path)  # validates everything before saving anything
     pool = _scanner_pool()
     for scanner, added in zip(found, store.save_all(pool, found)):
-        console.print(f"{'added' if added else 'updated'} scanner {scanner.id} (team {scanner.team_id}, {scanner.kind})")
+        console.print(
+            f"{'added' if added else 'updated'} scanner {_plain(scanner.id)} (team {scanner.team_id}, {_plain(scanner.kind)})"
+        )
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(scanner_partitions_def.name, [s.id for s in found])
 
@@ -223,8 +247,8 @@ def scanners_list() -> None:
         table.add_column(column)
     for stored in store.list_all(_scanner_pool()):
         row = stored.row
-        table.add_row(
-            row["id"], str(row["team_id"]), row["kind"], "yes" if row["enabled"] else "no", f"{row['sample_rate']:g}",
+        _add_row(
+            table, row["id"], str(row["team_id"]), row["kind"], "yes" if row["enabled"] else "no", f"{row['sample_rate']:g}",
             f"{row['start_at']:%Y-%m-%d %H:%M}", row["name"] if stored.error is None else f"INVALID: {stored.error}",
         )
     console.print(table)
@@ -242,7 +266,7 @@ def scanners_enable(scanner_id: str, from_now: bool) -> None:
 
     start_at = utc_now() - SETTLE if from_now else None
     store.set_enabled(_scanner_pool(), scanner_id, True, start_at)
-    console.print(f"enabled {scanner_id}" + (f", restarting at {start_at:%Y-%m-%d %H:%M:%S} UTC" if start_at else ""))
+    console.print(f"enabled {_plain(scanner_id)}" + (f", restarting at {start_at:%Y-%m-%d %H:%M:%S} UTC" if start_at else ""))
 
 
 @scanners.command("disable")
@@ -252,7 +276,7 @@ def scanners_disable(scanner_id: str) -> None:
     from session_assets.scanners import store
 
     store.set_enabled(_scanner_pool(), scanner_id, False)
-    console.print(f"disabled {scanner_id}")
+    console.print(f"disabled {_plain(scanner_id)}")
 
 
 @scanners.command("remove")
@@ -262,7 +286,7 @@ def scanners_remove(scanner_id: str) -> None:
     from session_assets.scanners import store
 
     store.remove(_scanner_pool(), scanner_id)
-    console.print(f"removed {scanner_id}")
+    console.print(f"removed {_plain(scanner_id)}")
 
 
 @main.command()
@@ -305,14 +329,14 @@ def backfill(scanner_id: str, start: datetime, end: datetime, wait: bool) -> Non
     _stack_and_resources()
     with dg.DagsterInstance.get() as instance:
         backfill_id = backfills.launch(build_definitions(), instance, scanner_id, start.date(), end.date())
-        console.print(f"backfill {backfill_id}: {scanner_id} {start:%Y-%m-%d}..{end:%Y-%m-%d} (runs by the Dagster daemon)")
+        console.print(f"backfill {_plain(backfill_id)}: {_plain(scanner_id)} {start:%Y-%m-%d}..{end:%Y-%m-%d} (runs by the Dagster daemon)")
         while wait and not backfills.finished(instance, backfill_id):
             state, done, failed, running = backfills.progress(instance, backfill_id)
-            console.print(f"{state}: {done} succeeded, {failed} failed, {running} running or queued")
+            console.print(f"{_plain(state)}: {done} succeeded, {failed} failed, {running} running or queued")
             time.sleep(5)  # a progress display, not synchronisation
         if wait:
             state, done, failed, _ = backfills.progress(instance, backfill_id)
-            console.print(f"{state}: {done} succeeded, {failed} failed")
+            console.print(f"{_plain(state)}: {done} succeeded, {failed} failed")
             if failed:
                 sys.exit(2)
 
@@ -339,8 +363,8 @@ def status(as_json: bool, now_text: str | None) -> None:
     for column in ("scanner", "team", "enabled", "watermark", "frontier", "incomplete", "failed", "observations", "quota"):
         table.add_column(column)
     for row in report["scanners"]:
-        table.add_row(
-            row["id"], str(row["team_id"]), "yes" if row["enabled"] else "no", _short(row["watermark_end"]),
+        _add_row(
+            table, row["id"], str(row["team_id"]), "yes" if row["enabled"] else "no", _short(row["watermark_end"]),
             _short(row["frontier"]), ", ".join(row["incomplete"]) or "-", ", ".join(row["failed"]) or "-",
             f"{row['observations']:,}", f"{row['quota_used']:,} / {row['quota_limit']:,}" if row["quota_limit"] else "-",
         )
@@ -349,7 +373,7 @@ def status(as_json: bool, now_text: str | None) -> None:
     for column in ("day", "covered_until", "complete", "failed"):
         table.add_column(column)
     for row in report["rollups"]:
-        table.add_row(row["day"], _short(row["covered_until"]), "yes" if row["complete"] else "no", "yes" if row["failed"] else "-")
+        _add_row(table, row["day"], _short(row["covered_until"]), "yes" if row["complete"] else "no", "yes" if row["failed"] else "-")
     console.print(table)
 
 

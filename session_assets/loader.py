@@ -7,9 +7,12 @@ Two streaming passes over the file, so memory stays flat however long it is:
 2. parse again and insert in batches of `batch_size` rows through `insert_events`.
 
 Each batch carries a deduplication token built from the bytes of its lines, the
-`--team-id` option and its index, never from the load time, so a load that is run
-twice, or re-run after a crash, never doubles a row: ClickHouse drops a block whose
-token it has already seen (`non_replicated_deduplication_window` on the table).
+`--team-id` option (when one of its rows has no team of its own: the option never
+overrides a row's `team_id`) and its index, never from the load time, so a load
+that is run twice, or re-run after a crash, never doubles a row: ClickHouse drops a
+block whose token it has already seen (`non_replicated_deduplication_window` on the
+table). Loading the same file again with another `--team-id` loads again the batches
+that hold a row without a team.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, BinaryIO
 from session_assets import clickhouse as ch
 from session_assets.events_io import EVENT_COLUMNS, insert_events
 from session_assets.resources import ClickHouseResource
+from session_assets.settings import EVENTS_TABLE_VAR
 
 __all__ = [
     "EventFileError",
@@ -45,7 +49,16 @@ __all__ = [
 ]
 
 MAX_PROBLEMS = 50
+# The longest line (JSONL) or record (CSV, whose quoted cells may span lines) the loader
+# takes, in bytes, line feeds not counted; the same for both formats. A longer one is
+# refused, naming its line, after reading at most this much of it (a 201 MB line used to
+# be read whole: 1.65 GB at peak). A line this long costs about 8 times as much to parse.
+MAX_LINE_BYTES = 16 * 1024 * 1024
 MAX_SESSION_ID_LENGTH = 128
+# Integers (token counts, team ids) are Int64: at most 19 digits before the decimal point.
+# A number written as text with more is refused before it is converted, so `"1e999999999"`
+# costs nothing (converting it would build an integer of a billion digits).
+MAX_INTEGER_DIGITS = 19
 # Derived uuids live in their own namespace so they never collide with uuid5s made elsewhere.
 UUID_NAMESPACE = uuid.UUID("6f6d1c52-3f0e-5b57-9d8e-7c1a2b0d4e61")
 
@@ -60,6 +73,8 @@ _MIN_TIME_US = (datetime(2000, 1, 1, tzinfo=_UTC) - _EPOCH) // _US
 # Epoch numbers at or above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _EPOCH_MS_THRESHOLD = 100_000_000_000
 _INT64_MAX = 2**63 - 1
+# Epoch numbers beyond this (year 33 million in milliseconds) are out of range however read.
+_MAX_EPOCH = 10**18
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _TOKEN_KEYS = ("$ai_input_tokens", "$ai_output_tokens")
@@ -157,9 +172,11 @@ def load_events_file(
         load_time = load_time.replace(tzinfo=_UTC)
     rows = _RowParser(name=name, fmt=fmt, team_id=team_id, now_us=(load_time - _EPOCH) // _US)
 
+    _require_events_table(clickhouse)
     _validate(name, path, rows)
 
     inserter = _BatchInserter(clickhouse, rows, progress)
+    rows.start_batch()  # forget what the validating pass saw
     with _open_lines(name, path) as source:
         columns = _empty_columns()
         for _, row, problems in rows.parse(source):
@@ -190,6 +207,21 @@ def load_events_file(
 # ---------------------------------------------------------------------------
 # passes and batches
 # ---------------------------------------------------------------------------
+
+
+def _require_events_table(clickhouse: ClickHouseResource) -> None:
+    """Raise EventFileError unless the events table exists (before reading the file, not at the first insert)."""
+    table = clickhouse.events
+    found = clickhouse.client().query(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+        parameters={"db": table.database, "table": table.table},
+    )
+    if not found.result_rows[0][0]:
+        raise EventFileError(
+            f"the events table {table.database}.{table.table} does not exist: "
+            f"{EVENTS_TABLE_VAR}={clickhouse.events_table!r} names no table (unset it to load into "
+            f"{clickhouse.database}.events, or create the table first); nothing loaded"
+        )
 
 
 def _validate(name: str, path: str | Path, rows: _RowParser) -> None:
@@ -268,23 +300,36 @@ class _LineSource:
         self._digest = hashlib.sha256()
 
     def __iter__(self) -> Iterator[bytes]:
-        lines = iter(self._stream)
+        readline = self._stream.readline
         while True:
             try:
-                raw = next(lines)
-            except StopIteration:
-                return
+                raw = readline(MAX_LINE_BYTES + 1)  # bounded: a longer line is refused unread
             except (gzip.BadGzipFile, EOFError, zlib.error) as error:
                 raise EventFileError(
                     f"{self._name}: not a readable gzip file after line {self.line_no}: {error}"
                 ) from error
+            if not raw:
+                return
             self.line_no += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise _too_long(self._name, self.line_no, "line")
             self._digest.update(raw)
             yield raw
 
     def take_digest(self) -> str:
         digest, self._digest = self._digest.hexdigest(), hashlib.sha256()
         return digest
+
+
+def _too_long(name: str, line: int, what: str) -> EventFileError:
+    """A line (or a CSV record starting at `line`) over MAX_LINE_BYTES: the load stops there."""
+    message = f"longer than {MAX_LINE_BYTES:,} bytes, the most the loader takes in one line or CSV record"
+    where = f"line {line}" if what == "line" else f"the CSV record starting at line {line}"
+    return EventFileError(
+        f"{name}: {where} is {message}; nothing is loaded from this file",
+        [RowProblem(line, "size", message)],
+        bad_rows=1,
+    )
 
 
 @contextmanager
@@ -350,13 +395,20 @@ class _RowParser:
         self.team_id = team_id
         self.now_us = now_us
         self._header_text = ""
+        self._team_option_used = False  # since the last batch token: did a row take --team-id?
 
     def batch_token(self, digest: str, index: int) -> str:
-        team = "-" if self.team_id is None else str(self.team_id)
+        # --team-id is part of a batch's meaning only if one of its rows took it: a batch whose
+        # rows all carry their own team is the same batch with or without the option.
+        team = str(self.team_id) if self._team_option_used else "-"
+        self.start_batch()
         header = (
             hashlib.sha256(self._header_text.encode("utf-8", "replace")).hexdigest()[:16] if self._header_text else "-"
         )
         return f"session_assets.load_events:v1:{self.fmt}:{header}:{digest}:team={team}:batch={index}"
+
+    def start_batch(self) -> None:
+        self._team_option_used = False
 
     def parse(self, source: _LineSource) -> Iterator[_Parsed]:
         return self._jsonl(source) if self.fmt == "jsonl" else self._csv(source)
@@ -431,8 +483,10 @@ class _RowParser:
 
     def _csv(self, source: _LineSource) -> Iterator[_Parsed]:
         bad_lines: list[tuple[int, int]] = []
-        reader = csv.reader(_decoded_lines(source, bad_lines), strict=True)
+        lines = _CsvLines(self.name, source, bad_lines)
+        reader = csv.reader(lines, strict=True)
         header_line, header = self._csv_header(reader, source)
+        lines.next_record()
         if bad_lines:
             raise EventFileError(f"{self.name}: the CSV header (line {bad_lines[0][0]}) is not valid UTF-8")
         if header is None:
@@ -446,10 +500,12 @@ class _RowParser:
             except StopIteration:
                 return
             except csv.Error as error:
+                lines.next_record()
                 line, last_line = last_line + 1, source.line_no
                 bad_lines.clear()
                 yield line, None, [RowProblem(line, "csv", f"malformed CSV: {error}")]
                 continue
+            lines.next_record()
             line, last_line = last_line + 1, source.line_no
             if bad_lines:
                 bad_line, byte = bad_lines[0]
@@ -568,8 +624,10 @@ class _RowParser:
             # Postgres text cannot hold NUL: such a session would be rolled up but never observed.
             problem(session_field, f"contains NUL (\\u0000), which Postgres cannot store: {_short(session)}")
 
-        if self.team_id is not None:
+        # --team-id is the team of rows that carry none; a row's own team_id always wins.
+        if (team is None or team == "") and self.team_id is not None:
             team_id: int | None = self.team_id
+            self._team_option_used = True
         elif team is None or team == "":
             problem("team_id", "missing: the row has none and no --team-id was given")
             team_id = None
@@ -661,15 +719,38 @@ class _RowParser:
         return format(cost, "f")
 
 
-def _decoded_lines(source: _LineSource, bad_lines: list[tuple[int, int]]) -> Iterator[str]:
-    """Decoded lines for csv.reader; a line that is not UTF-8 is noted and decoded with U+FFFD."""
-    for raw in source:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            bad_lines.append((source.line_no, error.start))
-            text = raw.decode("utf-8", "replace")
-        yield text.removeprefix("\ufeff") if source.line_no == 1 else text
+# csv's own limit on a cell (128 KiB by default) would refuse cells a JSONL line may hold;
+# a record is bounded by MAX_LINE_BYTES instead (csv counts characters, never more than bytes).
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
+
+
+class _CsvLines:
+    """Decoded lines for csv.reader, a line that is not UTF-8 noted and decoded with U+FFFD;
+    refuses a record (its lines from the last `next_record()`) longer than MAX_LINE_BYTES."""
+
+    def __init__(self, name: str, source: _LineSource, bad_lines: list[tuple[int, int]]) -> None:
+        self._name = name
+        self._source = source
+        self._bad_lines = bad_lines
+        self._record_line = 1
+        self._record_bytes = 0
+
+    def next_record(self) -> None:
+        self._record_line = self._source.line_no + 1
+        self._record_bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        source = self._source
+        for raw in source:
+            self._record_bytes += len(raw) - raw.endswith(b"\n")
+            if self._record_bytes > MAX_LINE_BYTES:
+                raise _too_long(self._name, self._record_line, "csv")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                self._bad_lines.append((source.line_no, error.start))
+                text = raw.decode("utf-8", "replace")
+            yield text.removeprefix("\ufeff") if source.line_no == 1 else text
 
 
 @dataclass(frozen=True)
@@ -740,9 +821,12 @@ def _parse_time(value: Any) -> int | None:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        if _JSON_NUMBER.fullmatch(text):
-            return _epoch_us(float(text) if any(c in text for c in ".eE") else int(text))
-        return None
+        if not _JSON_NUMBER.fullmatch(text):
+            return None
+        exact = Decimal(text)
+        if exact.copy_abs() > _MAX_EPOCH:  # abs() would round, and overflow on 1e999999999
+            return _epoch_us(float(exact))  # out of range either way; never int() of "1e999999999"
+        return _epoch_us(float(exact) if any(c in text for c in ".eE") else int(exact))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_UTC)
     try:
@@ -752,8 +836,12 @@ def _parse_time(value: Any) -> int | None:
 
 
 def _epoch_us(value: int | float) -> int | None:
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and math.isnan(value):
         return None
+    if abs(value) > _MAX_EPOCH:
+        # Far beyond any time the loader takes (1e308 * 1000 is not even a float): reported as
+        # too far in the future or the past, without converting it.
+        return _INT64_MAX if value > 0 else -_INT64_MAX
     if abs(value) >= _EPOCH_MS_THRESHOLD:
         return int(value * 1_000) if isinstance(value, int) else round(value * 1_000)
     return int(value * 1_000_000) if isinstance(value, int) else round(value * 1_000_000)
@@ -776,6 +864,9 @@ def _non_negative_int(value: Any) -> int | None:
     elif isinstance(value, str) and _JSON_NUMBER.fullmatch(value.strip()):
         exact = Decimal(value.strip())
         if exact != exact.to_integral_value():
+            return None
+        if exact.adjusted() >= MAX_INTEGER_DIGITS:
+            # Beyond Int64, and int() would build every digit: "1e999999999" is a billion of them.
             return None
         number = int(exact)
     else:

@@ -21,9 +21,10 @@ from json.encoder import encode_basestring_ascii as _json_text  # C-accelerated 
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Annotated, Any, Iterable, Iterator, Sequence
 
 from psycopg_pool import ConnectionPool
+from pydantic import Field
 
 from session_assets import sql
 from session_assets.failpoints import failpoint
@@ -31,6 +32,9 @@ from session_assets.resources import ObjectStoreResource
 from session_assets.scanners import COUNTER_COLUMNS, Scanner, SessionSummary, Verdict, get_kind
 
 DEFAULT_MONTHLY_QUOTA = 1_000_000
+# A monthly quota (observations per team) given in run config: at least 1, at most a billion.
+MAX_MONTHLY_QUOTA = 10**9
+MonthlyQuota = Annotated[int, Field(ge=1, le=MAX_MONTHLY_QUOTA)]
 
 CANDIDATE_COLUMNS = (
     "team_id", "session_id", "distinct_id", "session_start", "session_end", "duration_s",

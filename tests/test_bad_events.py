@@ -522,3 +522,56 @@ def test_loader_rejects_a_session_id_with_nul_in_a_csv(clickhouse_resource, tmp_
     with pytest.raises(EventFileError, match="line 2: field 'session_id': contains NUL"):
         load_events_file(clickhouse_resource, path, team_id=1, now=LOADER_NOW)
     assert _stored(clickhouse_resource) == []
+
+
+HUGE_NUMBER_TEXT = [
+    ("jsonl tokens", "jsonl", "$ai_input_tokens", "not a non-negative integer: '1e999999999'"),
+    ("jsonl team", "jsonl", "team_id", "not a positive integer: '1e999999999'"),
+    ("csv tokens", "csv", "$ai_output_tokens", "not a non-negative integer: '1e999999999'"),
+    ("csv team", "csv", "team_id", "not a positive integer: '1e999999999'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "field", "message"), [c[1:] for c in HUGE_NUMBER_TEXT], ids=[c[0] for c in HUGE_NUMBER_TEXT])
+def test_loader_refuses_a_huge_number_written_as_text_without_converting_it(clickhouse_resource, tmp_path, fmt, field, message):
+    """Issue #14: `"1e999999999"` (a 159-byte file) went through int(Decimal(text)), a billion digits: the load hung."""
+    if fmt == "jsonl":
+        bad = _props(**{field: "1e999999999"}) if field.startswith("$") else _record(team_id="1e999999999")
+        path = _write(tmp_path / "events.jsonl", [_record(), bad])
+    else:
+        path = tmp_path / "events.csv"
+        path.write_text(f"event,timestamp,distinct_id,session_id,team_id,{'$ai_output_tokens'}\n"
+                        + ("e,2024-05-01T00:00:00Z,d,s,1e999999999,7\n" if field == "team_id"
+                           else "e,2024-05-01T00:00:00Z,d,s,1,1e999999999\n"))  # fmt: skip
+    with pytest.raises(EventFileError) as caught:
+        load_events_file(clickhouse_resource, path, now=LOADER_NOW)
+    assert f"line 2: field '{field}': {message}" in str(caught.value)
+    assert [(p.line, p.field) for p in caught.value.problems] == [(2, field)]
+    assert _stored(clickhouse_resource) == []
+
+
+@pytest.mark.parametrize(("timestamp", "message"), [(1e308, "too far in the future"), ("1e308", "too far in the future"),
+                                                   (-1e308, "before 2000-01-01"), ("1e999999999", "too far in the future")])  # fmt: skip
+def test_loader_refuses_an_epoch_beyond_any_time_naming_line_and_field(clickhouse_resource, tmp_path, timestamp, message):
+    """Issue #14: a timestamp of 1e308 (JSONL or CSV) escaped as an OverflowError traceback (1e308 * 1000 is inf)."""
+    jsonl = _write(tmp_path / "events.jsonl", [_record(), _record(timestamp=timestamp)])
+    csv_path = tmp_path / "events.csv"
+    csv_path.write_text(f"event,timestamp,distinct_id,session_id\ne,2024-05-01T00:00:00Z,d,s\ne,{timestamp},d,s\n")
+    for path, line in ((jsonl, 2), (csv_path, 3)):  # a CSV header is line 1
+        with pytest.raises(EventFileError) as caught:
+            load_events_file(clickhouse_resource, path, team_id=1, now=LOADER_NOW)
+        assert f"line {line}: field 'timestamp': " in str(caught.value) and message in str(caught.value), path
+        assert [(p.line, p.field) for p in caught.value.problems] == [(line, "timestamp")]
+    assert _stored(clickhouse_resource) == []
+
+
+@pytest.mark.parametrize("quota", [0, -5, 10**9 + 1, 10**30])
+def test_a_sweep_refuses_a_default_monthly_quota_out_of_bounds(instance, resources, quota):
+    """Issue #14: `default_monthly_quota` in run config was never validated. It must be 1..10**9:
+    anything else fails the step as it reads its config (Dagster's config schema holds no bounds,
+    pydantic checks them then), before the sweep does anything."""
+    add_scanner(instance, resources["postgres"], scanner_id="quota-config")
+    with pytest.raises(Exception, match="default_monthly_quota") as raised:
+        sweep(instance, resources, "quota-config", DAY, AS_OF, default_monthly_quota=quota)
+    assert "greater than or equal to 1" in str(raised.value) or "less than or equal to 1000000000" in str(raised.value)
+    assert observation_count(resources["postgres"]) == 0 and quota_used(resources["postgres"]) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -37,6 +38,19 @@ def test_user_mistakes_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     assert "missing.jsonl" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_load_events_into_a_missing_events_table_is_one_line_naming_it(tmp_path):
+    """Issue #14: SESSION_ASSETS_EVENTS_TABLE naming no table gave a raw DatabaseError traceback at the first insert."""
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"event":"e","distinct_id":"d","timestamp":"2024-05-01T00:00:00Z","team_id":1,"properties":{}}\n')
+    for table in ("missing", "nowhere.missing"):
+        env = {**cli_env(tmp_path / "home"), "SESSION_ASSETS_EVENTS_TABLE": table}
+        result = subprocess.run([*CLI, "load-events", str(path)], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert "does not exist" in line and f"SESSION_ASSETS_EVENTS_TABLE='{table}'" in line, line
+        assert ("session_assets.missing" if table == "missing" else "nowhere.missing") in line
 
 
 @pytest.mark.timeout(900)
@@ -115,3 +129,25 @@ def test_scanners_commands(tmp_path):
 
     unknown = _cli(tmp_path, "scanners", "enable", "nope")
     assert unknown.returncode == 1 and "no scanner with id 'nope'" in unknown.stderr
+
+
+def test_scanner_names_print_as_written_never_as_rich_markup(tmp_path):
+    """Issue #14: a scanner named `[/]` broke `scanners list` (rich markup), and a name could plant a
+    terminal hyperlink (`[link=...]`, or the escape sequence itself)."""
+    names = ["[/]", "[link=http://x]a[/link]", "[bold red]loud", "\x1b]8;;http://x\x1b\\b\x1b]8;;\x1b\\"]
+    path = tmp_path / "odd [names].yaml"
+    path.write_text("".join(f"- {{id: odd-{n}, team_id: 1, name: {json.dumps(name)}, kind: match}}\n" for n, name in enumerate(names)))
+
+    added = _cli(tmp_path, "scanners", "add", str(path))
+    assert added.returncode == 0, added.stderr
+    listed = _cli(tmp_path, "scanners", "list")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    for shown in ("[/]", "[link=http://x]a[/link]", "[bold red]loud", "\\x1b]8;;http://x\\x1b\\b"):
+        assert shown in listed.stdout, (shown, listed.stdout)
+    assert "\x1b" not in listed.stdout
+
+    loaded = tmp_path / "[bold]events.jsonl"  # a file name cannot hold "/"
+    loaded.write_text('{"event":"e","distinct_id":"d","timestamp":"2024-05-01T00:00:00Z","team_id":1}\n')
+    result = _cli(tmp_path, "load-events", str(loaded))
+    assert result.returncode == 0, result.stderr
+    assert "[bold]events.jsonl in 1 batches" in " ".join(result.stdout.split())

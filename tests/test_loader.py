@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from session_assets.loader import EventFileError, LoadReport, RowProblem, load_events_file
+from session_assets.loader import MAX_LINE_BYTES, EventFileError, LoadReport, RowProblem, load_events_file
 from session_assets.resources import ClickHouseResource
 
 UTC = timezone.utc
@@ -391,6 +391,70 @@ def test_many_bad_rows_keep_the_first_50_and_count_the_rest(
     assert count_events(clickhouse_resource) == 0
 
 
+def test_team_id_option_applies_only_to_rows_without_a_team(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:
+    """Issue #14: --team-id ("Team of rows that carry none") used to overwrite every row's team_id."""
+    jsonl = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [good_record(0, team_id=7), {k: v for k, v in good_record(1).items() if k != "team_id"}, good_record(2, team_id="8")],
+    )
+    csv_path = tmp_path / "mixed.csv"
+    csv_path.write_text(
+        "event,timestamp,distinct_id,session_id,team_id\n"
+        "e,2024-05-10T09:00:00Z,csv,s-7,7\n"
+        "e,2024-05-10T09:01:00Z,csv,s-none,\n"
+    )
+    assert load_events_file(clickhouse_resource, jsonl, team_id=3, now=NOW).rows == 3
+    assert load_events_file(clickhouse_resource, csv_path, team_id=3, now=NOW).rows == 2
+    teams = sorted((r["distinct_id"], r["$session_id"], r["team_id"]) for r in read_events(clickhouse_resource))
+    assert teams == [("csv", "s-7", 7), ("csv", "s-none", 3), ("user-0", "sess-0", 7), ("user-1", "sess-0", 3),
+                     ("user-2", "sess-0", 8)]  # fmt: skip
+
+    # A row's own bad team_id is still reported, --team-id or not.
+    bad = write_jsonl(tmp_path / "bad.jsonl", [good_record(0, team_id="acme")])
+    with pytest.raises(EventFileError, match="line 1: field 'team_id': not a positive integer: 'acme'"):
+        load_events_file(clickhouse_resource, bad, team_id=3, now=NOW)
+
+
+def test_one_line_or_record_size_limit_for_both_formats(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:
+    """Issue #14: a CSV cell over 128 KiB (csv's default limit) was refused though the same data loads
+    as JSONL, and a line of any length was read whole (201 MB: 1.65 GB at peak). Both formats now take
+    a line or CSV record of up to MAX_LINE_BYTES, and refuse a longer one naming its line, unread."""
+    big = "x" * (200 * 1024)
+    jsonl = write_jsonl(tmp_path / "big.jsonl", [good_record(0, properties={"$session_id": "j", "blob": big})])
+    csv_path = tmp_path / "big.csv"
+    csv_path.write_text(f"event,timestamp,distinct_id,session_id,blob\ne,2024-05-10T09:00:00Z,d,c,{big}\n")
+    assert load_events_file(clickhouse_resource, jsonl, now=NOW).rows == 1
+    assert load_events_file(clickhouse_resource, csv_path, team_id=1, now=NOW).rows == 1
+    assert [r["properties"]["blob"] == big for r in read_events(clickhouse_resource)] == [True, True]
+
+    huge = "y" * (4 * MAX_LINE_BYTES)
+    too_long = {
+        "jsonl": (json.dumps(good_record(1)) + "\n" + json.dumps(good_record(2, properties={"blob": huge})) + "\n", 2),
+        "csv": (f"event,timestamp,distinct_id,session_id,blob\ne,2024-05-10T09:00:00Z,d,c,x\ne,2024-05-10T09:00:00Z,d,c,{huge}\n", 3),
+        # Each line short, the quoted cell spanning them too long: refused at the record's first line.
+        "csv-multiline": ("event,timestamp,distinct_id,session_id,blob\ne,2024-05-10T09:00:00Z,d,c,\""
+                          + ("z" * (MAX_LINE_BYTES // 8) + "\n") * 9 + "\"\n", 2),
+    }  # fmt: skip
+    for name, (text, line) in too_long.items():
+        path = tmp_path / f"{name}.{name[:3].replace('jso', 'jsonl')}"
+        path.write_text(text)
+        del text
+        tracemalloc.start()
+        try:
+            with pytest.raises(EventFileError) as caught:
+                load_events_file(clickhouse_resource, path, team_id=1, now=NOW)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert f"line {line}" in str(caught.value) and f"longer than {MAX_LINE_BYTES:,} bytes" in str(caught.value), name
+        assert [(p.line, p.field) for p in caught.value.problems] == [(line, "size")], name
+        if name == "csv-multiline":  # csv holds a cell as 4 bytes a character: bounded, if not small
+            assert peak < 6 * MAX_LINE_BYTES, (name, peak)
+        else:
+            assert peak < 2.5 * MAX_LINE_BYTES, (name, peak)  # never the whole 64 MiB line
+    assert count_events(clickhouse_resource) == 2
+
+
 def test_team_id_option_must_be_positive(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "events.jsonl", [good_record(0)])
     with pytest.raises(EventFileError, match="--team-id must be a positive integer"):
@@ -416,10 +480,17 @@ def test_loading_the_same_file_twice_adds_nothing(clickhouse_resource: ClickHous
     assert len(rows) == 25 and len({r["uuid"] for r in rows}) == 25
     assert {r["inserted_at"] for r in rows} == {NOW}
 
-    # Another --team-id is another load, not a retry.
+    # Every row carries its team: --team-id changes none of them, so this is a retry too.
     third = load_events_file(clickhouse_resource, path, batch_size=10, team_id=77, now=NOW)
-    assert third.skipped_duplicate_batches == 0
-    assert count_events(clickhouse_resource) == 50
+    assert third.skipped_duplicate_batches == 3
+    assert count_events(clickhouse_resource) == 25
+
+    # Rows without a team take it from --team-id: another --team-id is another load, not a retry.
+    teamless = write_jsonl(tmp_path / "teamless.jsonl", [{k: v for k, v in r.items() if k != "team_id"} for r in records])
+    assert load_events_file(clickhouse_resource, teamless, batch_size=10, team_id=77, now=NOW).skipped_duplicate_batches == 0
+    assert load_events_file(clickhouse_resource, teamless, batch_size=10, team_id=78, now=NOW).skipped_duplicate_batches == 0
+    assert load_events_file(clickhouse_resource, teamless, batch_size=10, team_id=78, now=NOW).skipped_duplicate_batches == 3
+    assert count_events(clickhouse_resource) == 75
 
 
 def test_retry_after_a_crash_loads_exactly_the_file(clickhouse_resource: ClickHouseResource, tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ class SweepConfig(dg.Config):
     """Run configuration of a sweep (the defaults suit production)."""
 
     page_size: int = 1000  # candidates per Postgres transaction and batch object
-    default_monthly_quota: int = observations.DEFAULT_MONTHLY_QUOTA  # for teams without a quota row yet
+    # For teams without a quota row yet; 1..MAX_MONTHLY_QUOTA, checked with the run config.
+    default_monthly_quota: observations.MonthlyQuota = observations.DEFAULT_MONTHLY_QUOTA
 
 CANDIDATE_WINDOWS = dg.AssetKey("scanner_candidate_windows")
 OBSERVATION_BATCHES = dg.AssetKey("observation_batches")

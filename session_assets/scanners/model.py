@@ -61,6 +61,14 @@ __all__ = [
 UTC = timezone.utc
 ID_PATTERN = re.compile(r"[a-z0-9-]{1,64}")
 MAX_REGEX_LENGTH = 1000
+# A regex runs over every property value of every candidate event. RE2 takes `(?s).{1000}z`
+# or `[^x]{1000}z`, and then needs 38-74 s over 4 MB of values (its DFA outgrows its memory
+# and it falls back to a slow search; seconds per MB from about 750 wildcards). So at most
+# MAX_REGEX_COUNT for one counted repetition ({n}, {n,m}: n and m; nested counts multiplied),
+# and at most MAX_REGEX_WILDCARDS `.`, `[...]` and \d \w \s ... once the counts are expanded
+# (a thousand dots, or `.{100}` ten times, cost as much as `.{1000}`). 300 costs 0.03 s a MB.
+MAX_REGEX_COUNT = 100
+MAX_REGEX_WILDCARDS = 300
 MAX_EVENT_FILTERS = 50  # each is a subquery over the events table
 MAX_PROPERTY_FILTERS = 50
 MAX_COST_THRESHOLD = Decimal(10) ** 26  # cost_usd is Decimal(38, 12): 26 integer digits
@@ -70,6 +78,7 @@ START_AT_MIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
 START_AT_MAX = datetime(2200, 1, 1, tzinfo=timezone.utc)
 # A scanner file holding more values than this once its YAML aliases are expanded is refused.
 MAX_YAML_VALUES = 1_000_000
+MERGE_TAG = "tag:yaml.org,2002:merge"  # `<<`: refused in scanner files (see _UniqueKeyLoader)
 # Bookkeeping columns of the Postgres `scanners` table that are not part of a definition.
 RECORD_METADATA_COLUMNS = frozenset({"created_at", "updated_at"})
 
@@ -136,9 +145,23 @@ def _check_regex(pattern: str) -> str:
     # Python's re takes more than ClickHouse's RE2 (possessive a++, \\Z, (?x), a{1001}, ...),
     # and such a scanner would fail every sweep: accept only what RE2 is known to compile.
     try:
-        check_re2(pattern)
+        shape = check_re2(pattern)
     except RE2Refusal as refusal:
         raise PydanticCustomError("regex_re2", "{reason}", {"reason": str(refusal)}) from None
+    if shape.largest_count > MAX_REGEX_COUNT:
+        raise PydanticCustomError(
+            "regex_count",
+            "a regex may repeat a piece at most {limit} times ({n}, {n,m}; nested counts multiplied), "
+            "not {count}: ClickHouse's match() would take minutes over large property values",
+            {"limit": MAX_REGEX_COUNT, "count": shape.largest_count},
+        )
+    if shape.wildcards > MAX_REGEX_WILDCARDS:
+        raise PydanticCustomError(
+            "regex_wildcards",
+            "a regex may hold at most {limit} wildcards (., [...], \\d, \\w, \\s ...) once its counts are "
+            "expanded, not {count}: ClickHouse's match() would take minutes over large property values",
+            {"limit": MAX_REGEX_WILDCARDS, "count": shape.wildcards},
+        )
     return pattern
 
 
@@ -374,7 +397,18 @@ def parse_scanner(mapping: Mapping[str, Any], source: str = "scanner") -> Scanne
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses duplicate keys instead of silently keeping the last one."""
+    """safe_load that refuses duplicate keys instead of silently keeping the last one, and merge keys."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # `<<: [*a, *a, ...]` copies the merged pairs into every mapping that merges them:
+        # 40 KB of YAML made 4 million pairs (12 s), and older PyYAML doubled them at every
+        # level. Scanner files need no merges; an alias (*name) still repeats a whole value.
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not supported in scanner files: write the keys out", key_node.start_mark
+                )
+        super().flatten_mapping(node)
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:

@@ -30,8 +30,9 @@ whatever it accepts must compile there.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-__all__ = ["MAX_REPEAT", "MAX_SIZE", "RE2Refusal", "check_re2"]
+__all__ = ["MAX_REPEAT", "MAX_SIZE", "RE2Refusal", "RegexShape", "check_re2"]
 
 MAX_REPEAT = 1000  # RE2's kMaxRepeat, for one count and for nested counts multiplied
 # Estimated program size allowed, in the units of the costs below. For every kind of
@@ -72,30 +73,50 @@ class RE2Refusal(ValueError):
     """RE2 would (or might) refuse the pattern; the message says what it holds that RE2 does not take."""
 
 
-def check_re2(pattern: str) -> None:
-    """Raise RE2Refusal unless `pattern` is in the subset RE2 is known to accept.
+@dataclass(frozen=True)
+class RegexShape:
+    """What a pattern RE2 accepts costs to run, roughly (the caller bounds it).
+
+    `largest_count`: the largest counted repetition ({n}, {n,m}, {n,}: m, else n), nested
+    counts multiplied; 1 if none. `wildcards`: how many `.`, classes `[...]` and class
+    escapes (\\d \\w \\s ...) the pattern holds once its counts are expanded (the branches
+    of an alternation added up). RE2's DFA for `(?s).{1000}z` or a thousand dots outgrows its
+    memory and falls back to a search that takes seconds per MB.
+    """
+
+    largest_count: int
+    wildcards: int
+
+
+def check_re2(pattern: str) -> RegexShape:
+    """Raise RE2Refusal unless `pattern` is in the subset RE2 is known to accept; else its shape.
 
     Run it on patterns Python's `re.compile` already accepted: it reports RE2's
     problems, not every Python syntax error.
     """
-    _Checker(pattern).run()
+    checker = _Checker(pattern)
+    checker.run()
+    return RegexShape(largest_count=checker.largest_count, wildcards=checker.stack[0].wild)
 
 
 class _Frame:
     """One group being read: the size of what it holds so far and its deepest repetition."""
 
-    __slots__ = ("size", "product", "last", "capture")
+    __slots__ = ("size", "product", "wild", "last", "capture")
 
     def __init__(self, capture: bool) -> None:
         self.size = 0
         self.product = 1  # largest product of nested counts inside
-        self.last: tuple[int, int] | None = None  # (size, product) of the last piece, until a quantifier
+        self.wild = 0  # wildcards inside, counts expanded (RegexShape.wildcards)
+        # (size, product, wildcards) of the last piece, until a quantifier
+        self.last: tuple[int, int, int] | None = None
         self.capture = capture
 
     def commit(self) -> None:
         if self.last is not None:
             self.size += self.last[0]
             self.product = max(self.product, self.last[1])
+            self.wild += self.last[2]
             self.last = None
 
 
@@ -105,6 +126,7 @@ class _Checker:
         self.i = 0
         self.icase = _icase(pattern)
         self.stack = [_Frame(capture=False)]
+        self.largest_count = 1
 
     # -- helpers -------------------------------------------------------------
 
@@ -115,10 +137,10 @@ class _Checker:
         index = self.i + offset
         return self.p[index] if index < len(self.p) else ""
 
-    def piece(self, size: int, icase_factor: int = 1) -> None:
+    def piece(self, size: int, icase_factor: int = 1, *, wildcard: bool = False) -> None:
         frame = self.stack[-1]
         frame.commit()
-        frame.last = (size * (icase_factor if self.icase else 1), 1)
+        frame.last = (size * (icase_factor if self.icase else 1), 1, int(wildcard))
 
     # -- the pattern ---------------------------------------------------------
 
@@ -153,7 +175,7 @@ class _Checker:
                     self.piece(_ASCII, _ICASE_LITERAL)
                     self.i += 1
             elif c == ".":
-                self.piece(_ANY)
+                self.piece(_ANY, wildcard=True)
                 self.i += 1
             elif c in "^$":
                 self.piece(_ASCII)
@@ -175,7 +197,7 @@ class _Checker:
         frame = self.stack[-1]
         if frame.last is None:
             raise self.refuse("a repetition with nothing to repeat")
-        size, product = frame.last
+        size, product, wild = frame.last
         if counts is None:
             size += 1  # *, + and ? add a branch
         else:
@@ -191,8 +213,10 @@ class _Checker:
                     raise self.refuse(
                         f"nested repetitions that multiply to more than {MAX_REPEAT} ({self.p[self.i:end]})"
                     )
+                self.largest_count = max(self.largest_count, product)
             # n copies, then a branch per optional copy (x{2,4} is xx(?:x(?:x)?)?), or a star.
             size = (size + 1) * (max(count, 1) + 1)
+            wild *= max(count, 1)
         self.i = end
         if self.peek() == "?":
             self.i += 1  # lazy
@@ -202,7 +226,7 @@ class _Checker:
         counted_next = following == "{" and (_COUNTED.match(self.p, self.i) or _COUNTED_NO_MIN.match(self.p, self.i))
         if following in ("*", "?") or counted_next:
             raise self.refuse("a repetition of a repetition")
-        frame.last = (size, product)  # repeatable no more: the next piece commits it
+        frame.last = (size, product, wild)  # repeatable no more: the next piece commits it
 
     def open_group(self) -> None:
         p, start = self.p, self.i
@@ -257,14 +281,14 @@ class _Checker:
         self.i += 1
         parent = self.stack[-1]
         parent.commit()
-        parent.last = (frame.size + (_GROUP if frame.capture else 0), frame.product)
+        parent.last = (frame.size + (_GROUP if frame.capture else 0), frame.product, frame.wild)
 
     # -- escapes ---------------------------------------------------------------
 
     def escape_outside(self) -> None:
         c = self.peek(1)
         if c in _CLASS_ESCAPES:
-            self.piece(_CLASS_ESCAPES[c], _ICASE_CLASS)
+            self.piece(_CLASS_ESCAPES[c], _ICASE_CLASS, wildcard=True)
             self.i += 2
         elif c in _ASSERTION_ESCAPES:
             self.piece(_ASCII)
@@ -355,7 +379,7 @@ class _Checker:
                 size += max(low_size, high_size)
             else:
                 size += low_size
-        self.piece(size, _ICASE_CLASS)
+        self.piece(size, _ICASE_CLASS, wildcard=True)
 
     def class_char(self) -> int:
         c = self.p[self.i]

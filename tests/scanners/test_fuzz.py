@@ -126,7 +126,7 @@ KINDS_RULES = [("match", {}), ("threshold", {"score": "exception_count * 2 + rag
 
 # Regexes: the user's text escaped (a literal search), or constructs RE2 shares with Python.
 RE2_SAFE = ["^a", "a$", "a|b", "[a-z]+", "(?i)checkout", r"\d{2,4}", "a{0,3}", "(?P<n>a)", "[[:alpha:]]", r"\bword\b",
-            "(?s).", r"\x41", ".*", "(?:a|)", "a+?", r"\Aa", "(?i:a)(?-i:b)", r"[^\]\-]", r"\0", "(a{10}){100}"]  # fmt: skip
+            "(?s).", r"\x41", ".*", "(?:a|)", "a+?", r"\Aa", "(?i:a)(?-i:b)", r"[^\]\-]", r"\0", "(a{10}){10}"]  # fmt: skip
 REGEX = st.one_of(VALUE.map(re.escape).filter(lambda s: len(s) <= 1000), st.sampled_from(RE2_SAFE))
 
 PROPERTY = st.one_of(
@@ -440,6 +440,30 @@ def test_a_regex_re2_refuses_is_refused_at_load(fuzz_clickhouse, pattern):
         matching(fuzz_clickhouse, compile_filter(bypass))
 
 
+SLOW_REGEXES = [
+    ("(?s).{1000}z", "at most 100 times", "not 1000"), ("[^x]{1000}z", "at most 100 times", "not 1000"),
+    ("(a{10}){11}", "at most 100 times", "not 110"), ("a{101,}", "at most 100 times", "not 101"),
+    ("(?s)" + "." * 990 + "z", "at most 300 wildcards", "not 990"), (".{100}" * 4, "at most 300 wildcards", "not 400"),
+    (r"(?:\d{50}|[^a]{50})" * 4, "at most 300 wildcards", "not 400"),  # branches add up
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pattern", "limit", "count"), SLOW_REGEXES, ids=[p[:20] for p, _, _ in SLOW_REGEXES])
+def test_a_regex_that_would_take_minutes_is_refused_at_load(pattern, limit, count):
+    """Issue #14: `(?s).{1000}z` and `[^x]{1000}z` validated, then took 38-74 s over 4 MB of property
+    values (so do a thousand dots, or `.{100}` ten times): refused, naming the field and the pattern."""
+    spec = {"events": [{"event": "e", "properties": [{"key": "k", "op": "regex", "value": pattern}]}]}
+    with pytest.raises(ScannerError) as raised:
+        parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match", "filter": spec})
+    (problem,) = raised.value.problems
+    assert problem.path == "filter.events[0].properties[0].value" and problem.value == pattern
+    assert limit in problem.message and count in problem.message, problem.message
+    # Right at the bounds, a regex still validates (0.03 s a MB).
+    for fine in ("(?s).{100}.{100}.{100}z", "(a{10}){10}", r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"):
+        parse_scanner({"id": "fuzz", "team_id": 1, "name": "fuzz", "kind": "match",
+                       "filter": {"events": [{"event": "e", "properties": [{"key": "k", "op": "regex", "value": fine}]}]}})  # fmt: skip
+
+
 # Regexes built from pieces RE2 and Python both know, and pieces only one of them does.
 REGEX_PIECES = ["a", "é", "𝔘", ".", "^", "$", "|", "(", ")", "(?:", "(?i)", "(?i:", "(?-i:", "(?s-i:", "(?P<n>",
                 "(?P=n)", "(?=", "(?<!", "(?>", "(?x)", "*", "+", "?", "*?", "??", "++", "*+", "{2}", "{0}", "{1,}",
@@ -499,6 +523,39 @@ def test_a_deeper_yaml_alias_bomb_is_refused_at_load(target):
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000
+
+
+def _merge_bomb(shape: str) -> str:
+    """Merge keys (<<) that copy the merged pairs: millions of pairs from a few KB of YAML."""
+    keys = ", ".join(f"k{i}: 0" for i in range(1500))
+    if shape == "many-targets":  # 1500 mappings each merging 1500 keys
+        return f"id: bomb\nname: n\nkind: match\nbase: &a {{{keys}}}\nteam_id: [" + ", ".join(["{<<: *a}"] * 1500) + "]\n"
+    # nested: each level merges the one below 9 times (PyYAML before 6.0.4 doubled the pairs per level)
+    lines = ["id: bomb", "name: n", "kind: match", "l0: &a0 {k: v}"]
+    lines += [f"l{n}: &a{n} {{<<: [{', '.join([f'*a{n - 1}'] * 9)}], k{n}: v}}" for n in range(1, 25)]
+    return "\n".join(lines) + "\nteam_id: {<<: *a24}\n"
+
+
+@pytest.mark.parametrize("shape", ["many-targets", "nested"])
+def test_a_yaml_merge_key_bomb_is_refused_cheaply(shape):
+    """Issue #14: merge keys copy what they merge into every mapping (4 million pairs, 12 s, from 40 KB;
+    exponential with older PyYAML). Scanner files need none: `<<` is refused where it first appears."""
+    text = _merge_bomb(shape)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ScannerError) as raised:
+            load_scanners(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(raised.value).count("\n") == 0  # one line
+    assert "invalid YAML at line " in str(raised.value) and "merge keys (<<) are not supported" in str(raised.value)
+    assert peak < 10_000_000, peak  # PyYAML's nodes for the text (4 MB for 30 KB); merged: 100 MB and 26 s
+    # A quoted "<<" is an ordinary (unknown) key, and an alias still repeats a whole value.
+    with pytest.raises(ScannerError, match="<<: unknown key"):
+        load_scanners('{id: x, team_id: 1, name: n, kind: match, "<<": 1}')
+    (scanner,) = load_scanners("- {id: x, team_id: 1, name: &n shared, kind: match, filter: {distinct_ids: [*n, *n]}}")
+    assert scanner.filter.distinct_ids == ("shared", "shared")
 
 
 def test_a_huge_or_self_containing_value_is_shown_cheaply():
