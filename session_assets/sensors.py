@@ -96,9 +96,7 @@ def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: dat
         (s.id, d): f"{d.isoformat()}|{s.id}" for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
     }
     in_flight, failures = _run_states(instance, now)
-    sweep_states = _partition_states(
-        instance, OBSERVATION_BATCHES, sweep_keys, in_flight, failures, _failed_alone_in_batches(instance, sweep_keys.values())
-    )
+    sweep_states = _partition_states(instance, OBSERVATION_BATCHES, sweep_keys, in_flight, failures)
     # A scanner with no watermark in the watched days resumes from its last one before them.
     for n, s in enumerate(scanners):
         if s.enabled and not any(sweep_states[(s.id, d)].watermark for d in sweeps.scanner_days(s, now, start)):
@@ -134,8 +132,7 @@ def _partition_states(
     asset_key: dg.AssetKey,
     keys: dict[Any, str],
     in_flight: set[str],
-    failures: dict[str, list[tuple[datetime, bool]]],
-    alone_at: dict[str, set[datetime]] | None = None,
+    failures: dict[str, list[datetime]],
 ) -> dict[Any, sweeps.PartitionState]:
     latest_ids = instance.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys.values())
@@ -152,7 +149,6 @@ def _partition_states(
             parsed_records.clear()  # a cache: dropping it costs one slower tick, never a wrong one
         for record in found:
             parsed_records[record.storage_id] = _parse(record)
-    alone_at = alone_at or {}
     states = {}
     for ident, key in keys.items():
         storage_id = latest_ids.get(key)
@@ -160,13 +156,12 @@ def _partition_states(
         # Failures are timed on the tick clock (as-of), so the success they follow must be too:
         # with `sweep --now` in the past, the wall-clock materialization time is after every one.
         succeeded = parsed.get("succeeded_as_of") or parsed.get("materialized_at")
-        failed = sorted({(t, alone or t in alone_at.get(key, ())) for t, alone in failures.get(key, []) if succeeded is None or t > succeeded})
+        failed = [t for t in failures.get(key, []) if succeeded is None or t > succeeded]
         states[ident] = sweeps.PartitionState(
             **parsed,
             in_flight=key in in_flight,
-            failures=len({t for t, _ in failed}),
-            last_failure_at=failed[-1][0] if failed else None,
-            failed_alone=failed[-1][1] if failed else False,
+            failures=len(failed),
+            last_failure_at=max(failed) if failed else None,
         )
     return states
 
@@ -204,7 +199,7 @@ def _parse(record: Any) -> dict[str, Any]:
     }
 
 
-def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], dict[str, list[tuple[datetime, bool]]]]:
+def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], dict[str, list[datetime]]]:
     """Partitions with a queued or running run; failure times per partition (recent, bounded)."""
     in_flight = set()
     for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000):
@@ -219,7 +214,7 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
             )
             continue
         in_flight.update(keys)
-    failures: dict[str, list[tuple[datetime, bool]]] = defaultdict(list)
+    failures: dict[str, list[datetime]] = defaultdict(list)
     recent = instance.get_run_records(
         dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.FAILURE], created_after=now - timedelta(days=sweeps.CATCH_UP_DAYS + 1)
@@ -239,34 +234,9 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
             failed_at = datetime.fromtimestamp(ended, tz=timezone.utc)
         # A failed batch counts for each of its partitions; those it materialized have a
         # success as of the same time, which `_partition_states` does not count against.
-        # A partition's own run failed it alone; a batch's failure is the partition's own
-        # only where the batch recorded one for it (see `_failed_alone_in_batches`).
-        alone = PARTITION_TAG in tags
         for key in keys:
-            failures[key].append((failed_at, alone))
+            failures[key].append(failed_at)
     return in_flight, failures
-
-
-def _failed_alone_in_batches(instance: dg.DagsterInstance, keys: Any) -> dict[str, set[datetime]]:
-    """{partition: as-of times} of the failures batches recorded for a partition of theirs
-    (its latest one: two bounded queries)."""
-    latest = instance.get_latest_storage_id_by_partition(
-        OBSERVATION_BATCHES, dg.DagsterEventType.ASSET_OBSERVATION, partitions=set(keys)
-    )
-    if not latest:
-        return {}
-    records = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=OBSERVATION_BATCHES, storage_ids=list(latest.values())), limit=len(latest)
-    ).records
-    found: dict[str, set[datetime]] = {}
-    for record in records:
-        observation = record.asset_observation
-        if observation is None or FAILURE_KEY not in observation.metadata:
-            continue
-        failed_at = metadata_time(observation.metadata["as_of"].value)
-        if failed_at is not None:
-            found.setdefault(str(observation.partition), set()).add(failed_at)
-    return found
 
 
 def _run_partitions(run: dg.DagsterRun) -> list[str]:

@@ -55,9 +55,6 @@ class PartitionState:
     in_flight: bool = False  # a queued or running run targets it
     failures: int = 0  # failed runs since the latest success (Dagster's own retries excluded)
     last_failure_at: datetime | None = None
-    # Its latest failure was its own (its run's, or recorded for it by a batch), not a whole
-    # batch stopping (a store down for the tick): retried alone, not with the others.
-    failed_alone: bool = False
     watermark_end: datetime | None = None  # scanner partitions: the stored keyset...
     watermark_session_id: str = ""
     seen_until: datetime | None = None  # ...and what its sweep saw
@@ -95,11 +92,6 @@ class Request:
     attempt: int
     reason: str
     team_id: int = 0
-    alone: bool = False  # a retry in a run of its own
-
-    @property
-    def batched(self) -> bool:
-        return self.asset == "sweep" and not self.alone
 
     @property
     def partition_key(self) -> str:
@@ -122,12 +114,12 @@ class Batch:
 
 
 def runs(requests: list[Request], batches: int = 1) -> list[Request | Batch]:
-    """The runs a tick launches: a run per rollup day and per partition retried alone (one
-    that failed on its own is isolated from the others, and shows its own status), then the due
+    """The runs a tick launches: a run per rollup day and per retried partition (a partition
+    that failed is isolated from the others, and shows its own status), then the due
     partitions in at most `batches` batch runs, the partitions of one team together (they
     share a candidates pass), in the order given (longest-waiting first)."""
-    singles = [r for r in requests if not r.batched]
-    due = [r for r in requests if r.batched]
+    singles = [r for r in requests if r.asset == "rollups" or r.attempt > 0]
+    due = [r for r in requests if r.asset == "sweep" and r.attempt == 0]
     if not due:
         return list(singles)
     by_team: dict[int, list[Request]] = {}
@@ -280,15 +272,14 @@ def plan_tick(
                 continue
             # Served longest-waiting first: since its last success, or since it could first run.
             waited_since = sweep.succeeded_as_of or sweep.materialized_at or max(day_start(day), scanner.start_at)
-            alone = sweep.failures > 0 and sweep.failed_alone
-            sweeps.append((waited_since, Request("sweep", day, scanner.id, sweep.failures, reason, scanner.team_id, alone)))
+            sweeps.append((waited_since, Request("sweep", day, scanner.id, sweep.failures, reason, scanner.team_id)))
 
     # Rollups first (a handful, never starved by a catch-up), then the sweeps that waited longest
     # (oldest day first among equals, so a catch-up goes in order), capped.
     rollups = [r for r in wanted if r.asset == "rollups"]
     ordered = [r for _, r in sorted(sweeps, key=lambda item: (item[0], item[1].day, item[1].scanner_id))]
-    alone = [r for r in ordered if r.alone][:max_retry_runs]
-    chosen = [r for r in ordered if not r.alone or r in alone][:max_requests]
+    retries = [r for r in ordered if r.attempt > 0][:max_retry_runs]
+    chosen = [r for r in ordered if r.attempt == 0 or r in retries][:max_requests]
     new_ids = sorted({s.id for s in state.scanners} - state.known_scanner_partitions)
     return TickPlan(
         add_scanner_partitions=new_ids,

@@ -6,13 +6,11 @@ from datetime import date, datetime, timedelta
 
 from session_assets.days import SETTLE
 from session_assets.sweeps import (
-    Batch,
     PartitionState,
     ScannerState,
     TickState,
     backoff,
     plan_tick,
-    runs,
 )
 from tests.support import at
 
@@ -286,33 +284,3 @@ def test_a_scanner_without_a_watermark_in_the_watched_days_resumes_from_its_last
     assert next_sweep_start({}, scanner, date(2024, 3, 5)) == last
     swept_before = {("s", date(2024, 3, 4)): swept(at("2024-03-05T00:40:00"), at("2024-03-05T00:00:00"), True)}
     assert next_sweep_start(swept_before, scanner, date(2024, 3, 5)).end == at("2024-03-05T00:00:00")
-
-
-# --- issue #12: batches -----------------------------------------------------------------
-
-
-def test_due_partitions_go_in_batches_by_team_and_retries_alone_only_after_failing_alone():
-    """Due partitions go in at most `batches` batch runs, a team's together, longest-waiting
-    first; a partition whose own sweep failed is retried in a run of its own, while one whose
-    whole batch stopped (a store down for the tick) is retried with the next batch."""
-    scanners = [ScannerState(f"s{n}", True, at("2024-03-01T08:00:00"), team_id=n % 3) for n in range(9)]
-    now = at("2024-03-01T12:00:00")
-    rollups = {d: rolled(now - timedelta(minutes=5), d) for d in (date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1))}
-    failed_at = now - timedelta(minutes=10)
-    sweeps = {
-        ("s0", date(2024, 3, 1)): PartitionState(failures=1, last_failure_at=failed_at, failed_alone=True),
-        ("s1", date(2024, 3, 1)): PartitionState(failures=1, last_failure_at=failed_at, failed_alone=False),
-    }
-    plan = plan_tick(state(now, scanners, rollups, sweeps))
-    planned = runs(plan.requests, batches=2)
-    singles = [r for r in planned if not isinstance(r, Batch)]
-    batches = [r for r in planned if isinstance(r, Batch)]
-    assert [r.partition_key for r in singles if r.asset == "sweep"] == ["2024-03-01|s0"]
-    assert len(batches) == 2
-    swept = [key for b in batches for key in b.partitions]
-    assert sorted(swept) == sorted(f"2024-03-01|s{n}" for n in range(1, 9))
-    teams = [{int(key.split("|s")[1]) % 3 for key in b.partitions} for b in batches]
-    assert teams[0].isdisjoint(teams[1])  # a team's partitions share one candidates pass
-    assert len({r.run_key(now) for r in planned}) == len(planned)
-    one = runs(plan.requests, batches=1)
-    assert sum(isinstance(r, Batch) for r in one) == 1
