@@ -19,7 +19,6 @@ from psycopg_pool import ConnectionPool
 
 from session_assets import settings, sql, sweeps
 from session_assets.assets import scanner_sweep, session_counter_rollups
-from session_assets.batches import BATCH_TAG, FAILURE_KEY, batch_partitions, batch_run_config, sweep_batch_job
 from session_assets.assets.scanning import OBSERVATION_BATCHES, earlier_watermark
 from session_assets.coverage import RollupRecord
 from session_assets.observations import quota_period
@@ -47,10 +46,7 @@ rollups_job = dg.define_asset_job(
 sweep_job = dg.define_asset_job(
     "sweep_job",
     selection=dg.AssetSelection.assets(scanner_sweep),
-    description=(
-        "Sweep one (scanner, day) partition: candidates, observations, batch objects (hand backfills, "
-        "and the sensor's retries of a partition that failed)."
-    ),
+    description="Sweep one (scanner, day) partition: candidates, observations, batch objects.",
 )
 WILL_RETRY_TAG = "dagster/will_retry"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
@@ -204,8 +200,7 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
     in_flight = set()
     for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000):
         run = record.dagster_run
-        keys = _run_partitions(run)
-        if not keys:
+        if PARTITION_TAG not in run.tags:
             continue
         if _worker_gone(run):
             # Fail it, so the partition is retried (with backoff) instead of waiting for ever.
@@ -213,7 +208,7 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
                 run, f"the process that executed this run ({run.tags[WORKER_TAG]}) is gone: killed mid-run"
             )
             continue
-        in_flight.update(keys)
+        in_flight.add(run.tags[PARTITION_TAG])
     failures: dict[str, list[datetime]] = defaultdict(list)
     recent = instance.get_run_records(
         dg.RunsFilter(
@@ -223,8 +218,7 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
     )
     for record in recent:
         tags = record.dagster_run.tags
-        keys = _run_partitions(record.dagster_run)
-        if not keys or tags.get(WILL_RETRY_TAG) == "true":
+        if PARTITION_TAG not in tags or tags.get(WILL_RETRY_TAG) == "true":
             continue  # Dagster's run retries will relaunch it: do not double it
         # Measured on the tick clock (the run's as-of time) so that backoff and
         # `sweep --now` agree; for sensor runs it is the launch time.
@@ -232,18 +226,8 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
         if failed_at is None:
             ended = record.end_time or record.update_timestamp.timestamp()
             failed_at = datetime.fromtimestamp(ended, tz=timezone.utc)
-        # A failed batch counts for each of its partitions; those it materialized have a
-        # success as of the same time, which `_partition_states` does not count against.
-        for key in keys:
-            failures[key].append(failed_at)
+        failures[tags[PARTITION_TAG]].append(failed_at)
     return in_flight, failures
-
-
-def _run_partitions(run: dg.DagsterRun) -> list[str]:
-    """The (scanner, day) or rollup partitions a run works on: its partition, or a batch's."""
-    if PARTITION_TAG in run.tags:
-        return [run.tags[PARTITION_TAG]]
-    return batch_partitions(run)
 
 
 def retry_backoff() -> timedelta:
@@ -251,37 +235,22 @@ def retry_backoff() -> timedelta:
     return timedelta(seconds=settings.seconds_setting(settings.RETRY_BACKOFF_VAR, int(sweeps.RETRY_BACKOFF_BASE.total_seconds())))
 
 
-def batches_per_tick() -> int:
-    """Batch runs a tick launches: as many as runs may go at once (1 on the embedded stack)."""
-    return settings.seconds_setting(settings.MAX_CONCURRENT_RUNS_VAR, 1)
-
-
-def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int = 1) -> list[dg.RunRequest]:
+def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.RunRequest]:
     requests = []
-    for run in sweeps.runs(plan.requests, batches):
-        tags = {
-            AS_OF_TAG: now.isoformat(),
-            sweeps.SWEEP_TAG: source,
-            # The default run launcher cannot see a killed run worker: run monitoring
-            # fails a run still going after this long, and the next tick retries it.
-            MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS),
-        }
-        if isinstance(run, sweeps.Batch):
-            requests.append(
-                dg.RunRequest(
-                    run_key=run.run_key(now),
-                    job_name=sweep_batch_job.name,
-                    run_config=batch_run_config(list(run.partitions)),
-                    tags={**tags, BATCH_TAG: str(len(run.partitions))},
-                )
-            )
-            continue
+    for request in plan.requests:
         requests.append(
             dg.RunRequest(
-                run_key=run.run_key(now),
-                job_name=rollups_job.name if run.asset == "rollups" else sweep_job.name,
-                partition_key=run.partition_key,
-                tags={**tags, sweeps.ATTEMPT_TAG: str(run.attempt)},
+                run_key=request.run_key(now),
+                job_name=rollups_job.name if request.asset == "rollups" else sweep_job.name,
+                partition_key=request.partition_key,
+                tags={
+                    AS_OF_TAG: now.isoformat(),
+                    sweeps.SWEEP_TAG: source,
+                    sweeps.ATTEMPT_TAG: str(request.attempt),
+                    # The default run launcher cannot see a killed run worker: run monitoring
+                    # fails a run still going after this long, and the next tick retries it.
+                    MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS),
+                },
             )
         )
     return requests
@@ -291,14 +260,13 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int
     name="sweep_sensor",
     description=(
         "Every 5 minutes: registers new scanners as partitions, re-rolls the open rollup days, and sweeps "
-        "every enabled scanner's open or incomplete days in batch runs (longest-waiting first, at most "
-        "2,000 partitions a tick); a partition that failed is retried in a run of its own, with a fresh run "
-        "key and exponential backoff (5 min to 1 h)."
+        "every enabled scanner's open or incomplete days, oldest first, at most 40 runs a tick; failed "
+        "partitions are retried with fresh run keys and exponential backoff (5 min to 1 h)."
     ),
     # 300 s; shorter in tests and demos that want to watch retries happen.
     minimum_interval_seconds=settings.seconds_setting(settings.SWEEP_INTERVAL_VAR, 300),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[rollups_job, sweep_job, sweep_batch_job],
+    jobs=[rollups_job, sweep_job],
 )
 def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(timezone.utc)
@@ -309,7 +277,7 @@ def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource
         context.log.info(f"{plan.deferred} partitions wait for the next tick (cap {sweeps.MAX_REQUESTS_PER_TICK})")
     ticks = int(context.cursor or 0) + 1
     return dg.SensorResult(
-        run_requests=run_requests(plan, now, "sensor", batches_per_tick()),
+        run_requests=run_requests(plan, now, "sensor"),
         dynamic_partitions_requests=[scanner_partitions_def.build_add_request(plan.add_scanner_partitions)]
         if plan.add_scanner_partitions
         else None,
@@ -333,21 +301,15 @@ def execute_tick(
     return {
         "as_of": now.isoformat(),
         "added_scanners": plan.add_scanner_partitions,
-        "runs": [
-            summary
-            for request in run_requests(plan, now, source, batches_per_tick())
-            for summary in execute_request(defs, instance, request)
-        ],
+        "runs": [execute_request(defs, instance, request) for request in run_requests(plan, now, source)],
         "deferred": plan.deferred,
         "waiting": plan.waiting,
     }
 
 
-def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> list[dict[str, Any]]:
-    """Execute one of a tick's run requests in this process; a summary per partition of what it
-    recorded (one for a partition's run, one per partition for a batch)."""
+def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> dict[str, Any]:
+    """Execute one of a tick's run requests in this process; a summary of what it recorded."""
     run_id = str(uuid.uuid4())
-    run_config = dict(request.run_config or {})
     result = defs.resolve_job_def(request.job_name).execute_in_process(
         instance=instance,
         partition_key=request.partition_key,
@@ -360,52 +322,28 @@ def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request:
             # its failures are the ticks' to retry, with backoff, not Dagster's run retries.
             "dagster/max_retries": "0",
         },
-        run_config={**run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=False,
     )
-    # In the order the run recorded them (a batch's partitions share quota: order matters).
-    summaries: dict[str, dict[str, Any]] = {}
-
-    def summary_of(partition: Any) -> dict[str, Any]:
-        return summaries.setdefault(str(partition), {"partition": str(partition), "run_id": result.run_id, "success": result.success})
-
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_MATERIALIZATION":
-            materialization = event.step_materialization_data.materialization
-            meta = materialization.metadata
-            if materialization.asset_key == OBSERVATION_BATCHES:
-                seen = meta["seen_until"].value
-                summary_of(materialization.partition).update(
-                    success=True,
-                    watermark_end=_iso(meta["watermark_end"].value),
-                    watermark_session_id=meta["watermark_session_id"].value,
-                    seen_until=_iso(seen) if isinstance(seen, (int, float)) else None,
-                    complete=meta["complete"].value,
-                    observed=meta["observed"].value,
-                    quota_skipped=meta["quota_skipped"].value,
-                )
-            elif materialization.asset_key == session_counter_rollups.key:
-                summary_of(materialization.partition).update(
-                    covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value
-                )
-        elif event.event_type_value == "ASSET_OBSERVATION":
-            observation = event.asset_observation_data.asset_observation
-            if FAILURE_KEY in observation.metadata:
-                summary_of(observation.partition).update(success=False, error=observation.metadata[FAILURE_KEY].value)
-    for key in [request.partition_key] if request.partition_key else batch_partitions(result.dagster_run):
-        summary_of(key)
-    if not result.success and request.partition_key:
+    summary: dict[str, Any] = {"partition": request.partition_key, "run_id": result.run_id, "success": result.success}
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        if event.asset_key == OBSERVATION_BATCHES:
+            seen = meta["seen_until"].value
+            summary.update(
+                watermark_end=_iso(meta["watermark_end"].value),
+                watermark_session_id=meta["watermark_session_id"].value,
+                seen_until=_iso(seen) if isinstance(seen, (int, float)) else None,
+                complete=meta["complete"].value,
+                observed=meta["observed"].value,
+                quota_skipped=meta["quota_skipped"].value,
+            )
+        elif event.asset_key == session_counter_rollups.key:
+            summary.update(covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value)
+    if not result.success:
         failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-        summaries[request.partition_key]["error"] = _root_cause(failure.event_specific_data.error) if failure else "run failed"
-    elif not result.success:
-        # A batch that stopped as a whole (a bad as-of, a store down before any partition):
-        # every partition it did not record is failed with the run's error.
-        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-        error = _root_cause(failure.event_specific_data.error) if failure else "run failed"
-        for summary in summaries.values():
-            if "watermark_end" not in summary and "error" not in summary:
-                summary.update(success=False, error=error)
-    return list(summaries.values())
+        summary["error"] = _root_cause(failure.event_specific_data.error) if failure else "run failed"
+    return summary
 
 
 def _root_cause(error: Any) -> str:

@@ -20,10 +20,7 @@ CATCH_UP_DAYS = 7
 # Rollup days the sensor rolls by itself when a sweep needs them: the watched days
 # and the lookback of the oldest (26 h + 48 h of late data + the day before).
 ROLLUP_CATCH_UP_DAYS = CATCH_UP_DAYS + 4
-# Partitions swept a tick: due ones go in batch runs (one process sweeps many), retries of
-# failed ones in runs of their own (each a process), so fewer of those.
-MAX_REQUESTS_PER_TICK = 2000
-MAX_RETRY_RUNS_PER_TICK = 10
+MAX_REQUESTS_PER_TICK = 40
 RETRY_BACKOFF_BASE = timedelta(minutes=5)
 RETRY_BACKOFF_CAP = timedelta(hours=1)
 
@@ -91,7 +88,6 @@ class Request:
     scanner_id: str | None
     attempt: int
     reason: str
-    team_id: int = 0
 
     @property
     def partition_key(self) -> str:
@@ -100,43 +96,6 @@ class Request:
     def run_key(self, now: datetime) -> str:
         # Unique per tick and attempt: a run key is used up by any run, failed ones included.
         return f"{self.asset}:{self.partition_key}:{now.isoformat()}:{self.attempt}"
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One batch run: partitions swept by one process, each materialized on its own."""
-
-    index: int
-    partitions: tuple[str, ...]
-
-    def run_key(self, now: datetime) -> str:
-        return f"sweeps:{now.isoformat()}:{self.index}"
-
-
-def runs(requests: list[Request], batches: int = 1) -> list[Request | Batch]:
-    """The runs a tick launches: a run per rollup day and per retried partition (a partition
-    that failed is isolated from the others, and shows its own status), then the due
-    partitions in at most `batches` batch runs, the partitions of one team together (they
-    share a candidates pass), in the order given (longest-waiting first)."""
-    singles = [r for r in requests if r.asset == "rollups" or r.attempt > 0]
-    due = [r for r in requests if r.asset == "sweep" and r.attempt == 0]
-    if not due:
-        return list(singles)
-    by_team: dict[int, list[Request]] = {}
-    for request in due:
-        by_team.setdefault(request.team_id, []).append(request)
-    bins: list[list[Request]] = [[] for _ in range(max(1, min(batches, len(by_team))))]
-    for team_requests in sorted(by_team.values(), key=len, reverse=True):
-        min(bins, key=len).extend(team_requests)  # greedy: the emptiest batch takes the next team
-    order = {id(r): n for n, r in enumerate(due)}
-    return [
-        *singles,
-        *(
-            Batch(n, tuple(r.partition_key for r in sorted(b, key=lambda r: order[id(r)])))
-            for n, b in enumerate(bins)
-            if b
-        ),
-    ]
 
 
 @dataclass(frozen=True)
@@ -198,7 +157,6 @@ def rollup_days_needed(
 def plan_tick(
     state: TickState,
     max_requests: int = MAX_REQUESTS_PER_TICK,
-    max_retry_runs: int = MAX_RETRY_RUNS_PER_TICK,
     only_scanner: str | None = None,
     retry_backoff: timedelta = RETRY_BACKOFF_BASE,
 ) -> TickPlan:
@@ -272,18 +230,16 @@ def plan_tick(
                 continue
             # Served longest-waiting first: since its last success, or since it could first run.
             waited_since = sweep.succeeded_as_of or sweep.materialized_at or max(day_start(day), scanner.start_at)
-            sweeps.append((waited_since, Request("sweep", day, scanner.id, sweep.failures, reason, scanner.team_id)))
+            sweeps.append((waited_since, Request("sweep", day, scanner.id, sweep.failures, reason)))
 
     # Rollups first (a handful, never starved by a catch-up), then the sweeps that waited longest
     # (oldest day first among equals, so a catch-up goes in order), capped.
     rollups = [r for r in wanted if r.asset == "rollups"]
     ordered = [r for _, r in sorted(sweeps, key=lambda item: (item[0], item[1].day, item[1].scanner_id))]
-    retries = [r for r in ordered if r.attempt > 0][:max_retry_runs]
-    chosen = [r for r in ordered if r.attempt == 0 or r in retries][:max_requests]
     new_ids = sorted({s.id for s in state.scanners} - state.known_scanner_partitions)
     return TickPlan(
         add_scanner_partitions=new_ids,
-        requests=rollups + chosen,
-        deferred=len(ordered) - len(chosen),
+        requests=rollups + ordered[:max_requests],
+        deferred=max(0, len(ordered) - max_requests),
         waiting=waiting,
     )

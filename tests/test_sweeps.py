@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 
 from session_assets.days import SETTLE
 from session_assets.sweeps import (
+    MAX_REQUESTS_PER_TICK,
     PartitionState,
     ScannerState,
     TickState,
@@ -126,9 +127,6 @@ def test_in_flight_partitions_are_not_doubled():
     assert plan.waiting == {"2024-03-01": "run in flight", "2024-03-01|s": "run in flight"}
 
 
-CAP = 40  # a cap below the partitions open, as with thousands of scanners
-
-
 def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
     scanners = [ScannerState(f"s{n:02d}", True, at("2024-02-28T00:00:00")) for n in range(30)]
     now = at("2024-03-03T10:00:00")
@@ -137,13 +135,13 @@ def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
     rollups = {d: rolled(now - timedelta(minutes=5), d) for d in days}
     sweeps = {(s.id, d): swept(at("2024-03-01T09:00:00"), last - SETTLE, complete=d < date(2024, 3, 1))
               for s in scanners for d in days[:3]}  # fmt: skip
-    plan = plan_tick(state(now, scanners, rollups, sweeps), max_requests=CAP)
+    plan = plan_tick(state(now, scanners, rollups, sweeps))
     # Never rolled days the scanners' 26 h lookback reads (and the day before it), and today.
     rolled_now = ["rollups:2024-02-25", "rollups:2024-02-26", "rollups:2024-02-27", "rollups:2024-03-03"]
     assert [k for k in keys(plan) if k.startswith("rollups")] == rolled_now
     assert keys(plan)[:4] == rolled_now  # never starved by the catch-up
     swept_now = [r for r in plan.requests if r.asset == "sweep"]
-    assert len(swept_now) == CAP and plan.deferred == 3 * 30 - CAP
+    assert len(swept_now) == MAX_REQUESTS_PER_TICK and plan.deferred == 3 * 30 - MAX_REQUESTS_PER_TICK
     assert [r.day for r in swept_now] == sorted(r.day for r in swept_now)
     assert {r.day for r in swept_now} == {date(2024, 3, 1), date(2024, 3, 2)}  # oldest first
 
@@ -200,7 +198,7 @@ def test_every_open_partition_is_swept_within_a_bounded_number_of_ticks():
     last_swept: dict[tuple[str, date], int] = {}
     gaps: list[int] = []
     for tick in range(50):
-        plan = plan_tick(current, max_requests=CAP)
+        plan = plan_tick(current)
         for r in plan.requests:
             if r.asset == "sweep":
                 key = (r.scanner_id, r.day)
@@ -211,7 +209,7 @@ def test_every_open_partition_is_swept_within_a_bounded_number_of_ticks():
         current = _tick_outcome(current, plan)
         current = TickState(current.now + timedelta(minutes=5), START, scanners, current.known_scanner_partitions,
                             current.rollups, current.sweeps)  # fmt: skip
-    bound = -(-2 * len(scanners) // CAP)  # open: today and yesterday around midnight
+    bound = -(-2 * len(scanners) // MAX_REQUESTS_PER_TICK)  # open: today and yesterday around midnight
     assert max(gaps) <= bound
     for day in (date(2024, 3, 1), date(2024, 3, 2)):
         firsts = [t for (sid, d), t in first_swept.items() if d == day]
