@@ -1,6 +1,6 @@
 """`session-assets dev` end to end, left to run by itself: the sensor's own runs,
 the UI seen through Debian's headless Chromium driven by Playwright (no downloaded
-browser: CI installs the `chromium` package, see .ci/run), a failed partition
+browser: the README's test command installs the `chromium` package), a failed partition
 retried by the sensor until it succeeds, and a hand backfill beside the sweeps."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         pytest.fail(
             f"{CHROMIUM} is missing: install Debian's Chromium "
-            "(`apt-get install -y chromium`, as .ci/run does); Playwright must not download a browser"
+            "(`apt-get install -y chromium`, as the README's test command does); Playwright must not download a browser"
         )
     try:
         from playwright.sync_api import sync_playwright
