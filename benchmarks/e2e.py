@@ -123,7 +123,7 @@ from benchmarks.rollups import insert_chunked, insertable  # noqa: E402
 from session_assets import clickhouse as ch  # noqa: E402
 from session_assets import demo_data, observations, sensors, sql, stack, sweeps, watermarks  # noqa: E402
 from session_assets import postgres as pg  # noqa: E402
-from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES, candidate_params  # noqa: E402
+from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES, SweepPlan, candidates_statement  # noqa: E402
 from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
 from session_assets.definitions import build_definitions  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
@@ -351,11 +351,13 @@ def raw_pass(s: Stack, scanners: list[Any], day: date, as_of: datetime) -> RawPa
     walk_sql = sql.load("clickhouse/candidates_walk.sql")
     for scanner in scanners:
         compiled = compile_filter(scanner.filter)
-        window = watermarks.window(watermarks.Watermark(scanner.start_at), scanner.start_at)
-        params = candidate_params(
-            s.clickhouse, window, frontier, as_of, window.read_days(as_of), compiled, scanner, day, as_of, f"raw-{scanner.id}"
+        start = watermarks.StartingPoint(watermarks.Watermark(scanner.start_at), "scanner start")
+        window = watermarks.window(start.watermark, scanner.start_at)
+        plan = SweepPlan(
+            f"{day}|{scanner.id}", day, scanner, compiled, start, window, window.read_days(as_of), [], as_of, frontier, as_of
         )
-        insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
+        insert, params = candidates_statement(s.clickhouse, [plan], f"raw-{scanner.id}")
+        params.update(scanner_id=scanner.id, team_id=scanner.team_id)
         started = time.perf_counter()
         client.command(insert, parameters=sql.bind(insert, params))
         middle = time.perf_counter()
@@ -437,11 +439,12 @@ class AssetPass:
     failures: list[str] = field(default_factory=list)
 
 
-def run_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, dict[str, Any]]:
-    found = {}
+def run_metadata(instance: dg.DagsterInstance, run_id: str) -> dict[str | None, dict[dg.AssetKey, dict[str, Any]]]:
+    """{partition: {asset key: metadata}} of a run's materializations (a batch run has many partitions)."""
+    found: dict[str | None, dict[dg.AssetKey, dict[str, Any]]] = {}
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         mat = entry.dagster_event.step_materialization_data.materialization
-        found[mat.asset_key] = {k: v.value for k, v in mat.metadata.items()}
+        found.setdefault(mat.partition and str(mat.partition), {})[mat.asset_key] = {k: v.value for k, v in mat.metadata.items()}
     return found
 
 
@@ -459,21 +462,22 @@ def asset_pass(s: Stack, scanners: list[Any], now: datetime) -> AssetPass:
                 break
             seconds += wall
             ticks += 1
-            runs += len(report["runs"])
-            run_ids += [r["run_id"] for r in report["runs"]]
+            tick_runs = list(dict.fromkeys(r["run_id"] for r in report["runs"]))  # a batch run sweeps many partitions
+            runs += len(tick_runs)
+            run_ids += tick_runs
     counts, observed = {}, {}
     window_s = body_s = rollup_s = 0.0
     for run_id in run_ids:
-        meta = run_metadata(s.instance, run_id)
-        if CANDIDATE_WINDOWS in meta:
-            scanner_id = meta[OBSERVATION_BATCHES]["scanner"].split(" ")[0]
-            counts[scanner_id] = counts.get(scanner_id, 0) + int(meta[CANDIDATE_WINDOWS]["candidates"])
-            observed[scanner_id] = observed.get(scanner_id, 0) + int(meta[OBSERVATION_BATCHES]["observed"])
-            window_s += float(meta[CANDIDATE_WINDOWS]["window_duration_s"])
-            body_s += float(meta[OBSERVATION_BATCHES]["duration_s"])
-        else:
-            for values in meta.values():
-                rollup_s += float(values.get("duration_s", 0.0))
+        for meta in run_metadata(s.instance, run_id).values():
+            if CANDIDATE_WINDOWS in meta:
+                scanner_id = meta[OBSERVATION_BATCHES]["scanner"].split(" ")[0]
+                counts[scanner_id] = counts.get(scanner_id, 0) + int(meta[CANDIDATE_WINDOWS]["candidates"])
+                observed[scanner_id] = observed.get(scanner_id, 0) + int(meta[OBSERVATION_BATCHES]["observed"])
+                window_s += float(meta[CANDIDATE_WINDOWS]["window_duration_s"])
+                body_s += float(meta[OBSERVATION_BATCHES]["duration_s"])
+            else:
+                for values in meta.values():
+                    rollup_s += float(values.get("duration_s", 0.0))
     wanted = {sc.id for sc in scanners}
     if set(counts) != wanted:
         failures.append(f"swept {sorted(counts)}, expected {sorted(wanted)}")

@@ -102,8 +102,14 @@ def _was_complete_before(context: dg.AssetCheckExecutionContext, partition_key: 
 def observations_behind_watermark(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    scanner_id, day = _scanner_day(context.partition_key)
-    latest = latest_materialization(context.instance, OBSERVATION_BATCHES, str(context.partition_key))
+    return evaluate_observations_behind_watermark(context.instance, str(context.partition_key), postgres)
+
+
+def evaluate_observations_behind_watermark(
+    instance: dg.DagsterInstance, partition_key: str, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    scanner_id, day = _scanner_day(partition_key)
+    latest = latest_materialization(instance, OBSERVATION_BATCHES, partition_key)
     watermark = Watermark.from_metadata(latest[0]) if latest else None
     if watermark is None:
         return dg.AssetCheckResult(passed=True, metadata={"reason": "partition never swept"})
@@ -136,13 +142,25 @@ def observations_behind_watermark(
 def no_session_behind_watermark_unobserved(
     context: dg.AssetCheckExecutionContext, clickhouse: ClickHouseResource, postgres: PostgresResource
 ) -> dg.AssetCheckResult:
-    scanner_id, day = _scanner_day(context.partition_key)
-    latest = latest_materialization(context.instance, OBSERVATION_BATCHES, str(context.partition_key))
+    return evaluate_no_session_behind_watermark_unobserved(
+        context.instance, str(context.partition_key), context.run.run_id, clickhouse, postgres
+    )
+
+
+def evaluate_no_session_behind_watermark_unobserved(
+    instance: dg.DagsterInstance,
+    partition_key: str,
+    this_run_id: str,
+    clickhouse: ClickHouseResource,
+    postgres: PostgresResource,
+) -> dg.AssetCheckResult:
+    scanner_id, day = _scanner_day(partition_key)
+    latest = latest_materialization(instance, OBSERVATION_BATCHES, partition_key)
     if latest is None:
         return dg.AssetCheckResult(passed=True, metadata={"reason": "partition never swept"})
     values, run_id = latest
     watermark = Watermark.from_metadata(values)
-    swept_by_this_run = run_id == context.run.run_id
+    swept_by_this_run = run_id == this_run_id
     if swept_by_this_run and not values.get("complete"):
         return dg.AssetCheckResult(passed=True, metadata={"scope": "open: verified when the day completes"})
     if watermark is None or watermark.seen_until is None:
@@ -204,7 +222,11 @@ def no_session_behind_watermark_unobserved(
     description="The scanner's team never used more observations than its monthly quota.",
 )
 def team_quota_not_exceeded(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
-    scanner_id, _ = _scanner_day(context.partition_key)
+    return evaluate_team_quota_not_exceeded(str(context.partition_key), postgres)
+
+
+def evaluate_team_quota_not_exceeded(partition_key: str, postgres: PostgresResource) -> dg.AssetCheckResult:
+    scanner_id, _ = _scanner_day(partition_key)
     pool = postgres.pool()
     team_id = scanner_store.get(pool, scanner_id).row["team_id"]
     with pool.connection() as conn:
@@ -218,8 +240,12 @@ def team_quota_not_exceeded(context: dg.AssetCheckExecutionContext, postgres: Po
     description="The partition's watermark (end, session_id) never moved backwards between materializations.",
 )
 def watermark_never_moves_backwards(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=OBSERVATION_BATCHES, asset_partitions=[str(context.partition_key)]), limit=2
+    return evaluate_watermark_never_moves_backwards(context.instance, str(context.partition_key))
+
+
+def evaluate_watermark_never_moves_backwards(instance: dg.DagsterInstance, partition_key: str) -> dg.AssetCheckResult:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=OBSERVATION_BATCHES, asset_partitions=[partition_key]), limit=2
     ).records
     marks = [
         Watermark.from_metadata({k: v.value for k, v in r.asset_materialization.metadata.items()})
@@ -243,3 +269,33 @@ def _scanner_day(partition_key: Any) -> tuple[str, date]:
         zip(("date", "scanner"), str(partition_key).split("|"))
     )
     return keys["scanner"], date.fromisoformat(keys["date"])
+
+
+def batch_check_results(
+    instance: dg.DagsterInstance,
+    partition_key: str,
+    run_id: str,
+    observed: int,
+    completed: bool,
+    clickhouse: ClickHouseResource,
+    postgres: PostgresResource,
+) -> list[tuple[str, dg.AssetCheckResult]]:
+    """The checks a batch run evaluates for one partition it materialized: those about what
+    it wrote when it observed something, the eligibility re-count when its day completed.
+    (A partition's run evaluates all four every time; a batch of 1,000 partitions would
+    spend most of its time on checks of partitions where nothing happened.)"""
+    results = []
+    if observed:
+        results += [
+            ("observations_behind_watermark", evaluate_observations_behind_watermark(instance, partition_key, postgres)),
+            ("team_quota_not_exceeded", evaluate_team_quota_not_exceeded(partition_key, postgres)),
+            ("watermark_never_moves_backwards", evaluate_watermark_never_moves_backwards(instance, partition_key)),
+        ]
+    if completed:
+        results.append(
+            (
+                "no_session_behind_watermark_unobserved",
+                evaluate_no_session_behind_watermark_unobserved(instance, partition_key, run_id, clickhouse, postgres),
+            )
+        )
+    return results

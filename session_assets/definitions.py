@@ -11,6 +11,7 @@ from session_assets.checks import (
     watermark_never_moves_backwards,
 )
 from session_assets.resources import build_resources
+from session_assets.batches import sweep_batch_job
 from session_assets.sensors import rollups_job, sweep_job, sweep_sensor
 
 
@@ -25,7 +26,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             team_quota_not_exceeded,
             watermark_never_moves_backwards,
         ],
-        jobs=[rollups_job, sweep_job],
+        jobs=[rollups_job, sweep_job, sweep_batch_job],
         sensors=[sweep_sensor],
         resources=build_resources() if resources is None else resources,
         # One process per run: the default multiprocess executor costs seconds per step,

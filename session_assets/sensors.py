@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool
 
 from session_assets import settings, sql, sweeps
 from session_assets.assets import scanner_sweep, session_counter_rollups
+from session_assets.batches import BATCH_TAG, FAILURE_KEY, batch_partitions, batch_run_config, sweep_batch_job
 from session_assets.assets.scanning import OBSERVATION_BATCHES, earlier_watermark
 from session_assets.coverage import RollupRecord
 from session_assets.observations import quota_period
@@ -46,7 +47,10 @@ rollups_job = dg.define_asset_job(
 sweep_job = dg.define_asset_job(
     "sweep_job",
     selection=dg.AssetSelection.assets(scanner_sweep),
-    description="Sweep one (scanner, day) partition: candidates, observations, batch objects.",
+    description=(
+        "Sweep one (scanner, day) partition: candidates, observations, batch objects (hand backfills, "
+        "and the sensor's retries of a partition that failed)."
+    ),
 )
 WILL_RETRY_TAG = "dagster/will_retry"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
@@ -92,7 +96,9 @@ def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: dat
         (s.id, d): f"{d.isoformat()}|{s.id}" for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
     }
     in_flight, failures = _run_states(instance, now)
-    sweep_states = _partition_states(instance, OBSERVATION_BATCHES, sweep_keys, in_flight, failures)
+    sweep_states = _partition_states(
+        instance, OBSERVATION_BATCHES, sweep_keys, in_flight, failures, _failed_alone_in_batches(instance, sweep_keys.values())
+    )
     # A scanner with no watermark in the watched days resumes from its last one before them.
     for n, s in enumerate(scanners):
         if s.enabled and not any(sweep_states[(s.id, d)].watermark for d in sweeps.scanner_days(s, now, start)):
@@ -128,7 +134,8 @@ def _partition_states(
     asset_key: dg.AssetKey,
     keys: dict[Any, str],
     in_flight: set[str],
-    failures: dict[str, list[datetime]],
+    failures: dict[str, list[tuple[datetime, bool]]],
+    alone_at: dict[str, set[datetime]] | None = None,
 ) -> dict[Any, sweeps.PartitionState]:
     latest_ids = instance.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys.values())
@@ -145,6 +152,7 @@ def _partition_states(
             parsed_records.clear()  # a cache: dropping it costs one slower tick, never a wrong one
         for record in found:
             parsed_records[record.storage_id] = _parse(record)
+    alone_at = alone_at or {}
     states = {}
     for ident, key in keys.items():
         storage_id = latest_ids.get(key)
@@ -152,12 +160,13 @@ def _partition_states(
         # Failures are timed on the tick clock (as-of), so the success they follow must be too:
         # with `sweep --now` in the past, the wall-clock materialization time is after every one.
         succeeded = parsed.get("succeeded_as_of") or parsed.get("materialized_at")
-        failed = [t for t in failures.get(key, []) if succeeded is None or t > succeeded]
+        failed = sorted({(t, alone or t in alone_at.get(key, ())) for t, alone in failures.get(key, []) if succeeded is None or t > succeeded})
         states[ident] = sweeps.PartitionState(
             **parsed,
             in_flight=key in in_flight,
-            failures=len(failed),
-            last_failure_at=max(failed) if failed else None,
+            failures=len({t for t, _ in failed}),
+            last_failure_at=failed[-1][0] if failed else None,
+            failed_alone=failed[-1][1] if failed else False,
         )
     return states
 
@@ -195,12 +204,13 @@ def _parse(record: Any) -> dict[str, Any]:
     }
 
 
-def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], dict[str, list[datetime]]]:
+def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], dict[str, list[tuple[datetime, bool]]]]:
     """Partitions with a queued or running run; failure times per partition (recent, bounded)."""
     in_flight = set()
     for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000):
         run = record.dagster_run
-        if PARTITION_TAG not in run.tags:
+        keys = _run_partitions(run)
+        if not keys:
             continue
         if _worker_gone(run):
             # Fail it, so the partition is retried (with backoff) instead of waiting for ever.
@@ -208,8 +218,8 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
                 run, f"the process that executed this run ({run.tags[WORKER_TAG]}) is gone: killed mid-run"
             )
             continue
-        in_flight.add(run.tags[PARTITION_TAG])
-    failures: dict[str, list[datetime]] = defaultdict(list)
+        in_flight.update(keys)
+    failures: dict[str, list[tuple[datetime, bool]]] = defaultdict(list)
     recent = instance.get_run_records(
         dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.FAILURE], created_after=now - timedelta(days=sweeps.CATCH_UP_DAYS + 1)
@@ -218,7 +228,8 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
     )
     for record in recent:
         tags = record.dagster_run.tags
-        if PARTITION_TAG not in tags or tags.get(WILL_RETRY_TAG) == "true":
+        keys = _run_partitions(record.dagster_run)
+        if not keys or tags.get(WILL_RETRY_TAG) == "true":
             continue  # Dagster's run retries will relaunch it: do not double it
         # Measured on the tick clock (the run's as-of time) so that backoff and
         # `sweep --now` agree; for sensor runs it is the launch time.
@@ -226,8 +237,43 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
         if failed_at is None:
             ended = record.end_time or record.update_timestamp.timestamp()
             failed_at = datetime.fromtimestamp(ended, tz=timezone.utc)
-        failures[tags[PARTITION_TAG]].append(failed_at)
+        # A failed batch counts for each of its partitions; those it materialized have a
+        # success as of the same time, which `_partition_states` does not count against.
+        # A partition's own run failed it alone; a batch's failure is the partition's own
+        # only where the batch recorded one for it (see `_failed_alone_in_batches`).
+        alone = PARTITION_TAG in tags
+        for key in keys:
+            failures[key].append((failed_at, alone))
     return in_flight, failures
+
+
+def _failed_alone_in_batches(instance: dg.DagsterInstance, keys: Any) -> dict[str, set[datetime]]:
+    """{partition: as-of times} of the failures batches recorded for a partition of theirs
+    (its latest one: two bounded queries)."""
+    latest = instance.get_latest_storage_id_by_partition(
+        OBSERVATION_BATCHES, dg.DagsterEventType.ASSET_OBSERVATION, partitions=set(keys)
+    )
+    if not latest:
+        return {}
+    records = instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=OBSERVATION_BATCHES, storage_ids=list(latest.values())), limit=len(latest)
+    ).records
+    found: dict[str, set[datetime]] = {}
+    for record in records:
+        observation = record.asset_observation
+        if observation is None or FAILURE_KEY not in observation.metadata:
+            continue
+        failed_at = metadata_time(observation.metadata["as_of"].value)
+        if failed_at is not None:
+            found.setdefault(str(observation.partition), set()).add(failed_at)
+    return found
+
+
+def _run_partitions(run: dg.DagsterRun) -> list[str]:
+    """The (scanner, day) or rollup partitions a run works on: its partition, or a batch's."""
+    if PARTITION_TAG in run.tags:
+        return [run.tags[PARTITION_TAG]]
+    return batch_partitions(run)
 
 
 def retry_backoff() -> timedelta:
@@ -235,22 +281,37 @@ def retry_backoff() -> timedelta:
     return timedelta(seconds=settings.seconds_setting(settings.RETRY_BACKOFF_VAR, int(sweeps.RETRY_BACKOFF_BASE.total_seconds())))
 
 
-def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.RunRequest]:
+def batches_per_tick() -> int:
+    """Batch runs a tick launches: as many as runs may go at once (1 on the embedded stack)."""
+    return settings.seconds_setting(settings.MAX_CONCURRENT_RUNS_VAR, 1)
+
+
+def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int = 1) -> list[dg.RunRequest]:
     requests = []
-    for request in plan.requests:
+    for run in sweeps.runs(plan.requests, batches):
+        tags = {
+            AS_OF_TAG: now.isoformat(),
+            sweeps.SWEEP_TAG: source,
+            # The default run launcher cannot see a killed run worker: run monitoring
+            # fails a run still going after this long, and the next tick retries it.
+            MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS),
+        }
+        if isinstance(run, sweeps.Batch):
+            requests.append(
+                dg.RunRequest(
+                    run_key=run.run_key(now),
+                    job_name=sweep_batch_job.name,
+                    run_config=batch_run_config(list(run.partitions)),
+                    tags={**tags, BATCH_TAG: str(len(run.partitions))},
+                )
+            )
+            continue
         requests.append(
             dg.RunRequest(
-                run_key=request.run_key(now),
-                job_name=rollups_job.name if request.asset == "rollups" else sweep_job.name,
-                partition_key=request.partition_key,
-                tags={
-                    AS_OF_TAG: now.isoformat(),
-                    sweeps.SWEEP_TAG: source,
-                    sweeps.ATTEMPT_TAG: str(request.attempt),
-                    # The default run launcher cannot see a killed run worker: run monitoring
-                    # fails a run still going after this long, and the next tick retries it.
-                    MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS),
-                },
+                run_key=run.run_key(now),
+                job_name=rollups_job.name if run.asset == "rollups" else sweep_job.name,
+                partition_key=run.partition_key,
+                tags={**tags, sweeps.ATTEMPT_TAG: str(run.attempt)},
             )
         )
     return requests
@@ -260,13 +321,14 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str) -> list[dg.R
     name="sweep_sensor",
     description=(
         "Every 5 minutes: registers new scanners as partitions, re-rolls the open rollup days, and sweeps "
-        "every enabled scanner's open or incomplete days, oldest first, at most 40 runs a tick; failed "
-        "partitions are retried with fresh run keys and exponential backoff (5 min to 1 h)."
+        "every enabled scanner's open or incomplete days in batch runs (longest-waiting first, at most "
+        "2,000 partitions a tick); a partition that failed is retried in a run of its own, with a fresh run "
+        "key and exponential backoff (5 min to 1 h)."
     ),
     # 300 s; shorter in tests and demos that want to watch retries happen.
     minimum_interval_seconds=settings.seconds_setting(settings.SWEEP_INTERVAL_VAR, 300),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[rollups_job, sweep_job],
+    jobs=[rollups_job, sweep_job, sweep_batch_job],
 )
 def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(timezone.utc)
@@ -277,7 +339,7 @@ def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource
         context.log.info(f"{plan.deferred} partitions wait for the next tick (cap {sweeps.MAX_REQUESTS_PER_TICK})")
     ticks = int(context.cursor or 0) + 1
     return dg.SensorResult(
-        run_requests=run_requests(plan, now, "sensor"),
+        run_requests=run_requests(plan, now, "sensor", batches_per_tick()),
         dynamic_partitions_requests=[scanner_partitions_def.build_add_request(plan.add_scanner_partitions)]
         if plan.add_scanner_partitions
         else None,
@@ -301,15 +363,21 @@ def execute_tick(
     return {
         "as_of": now.isoformat(),
         "added_scanners": plan.add_scanner_partitions,
-        "runs": [execute_request(defs, instance, request) for request in run_requests(plan, now, source)],
+        "runs": [
+            summary
+            for request in run_requests(plan, now, source, batches_per_tick())
+            for summary in execute_request(defs, instance, request)
+        ],
         "deferred": plan.deferred,
         "waiting": plan.waiting,
     }
 
 
-def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> dict[str, Any]:
-    """Execute one of a tick's run requests in this process; a summary of what it recorded."""
+def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest) -> list[dict[str, Any]]:
+    """Execute one of a tick's run requests in this process; a summary per partition of what it
+    recorded (one for a partition's run, one per partition for a batch)."""
     run_id = str(uuid.uuid4())
+    run_config = dict(request.run_config or {})
     result = defs.resolve_job_def(request.job_name).execute_in_process(
         instance=instance,
         partition_key=request.partition_key,
@@ -322,28 +390,52 @@ def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request:
             # its failures are the ticks' to retry, with backoff, not Dagster's run retries.
             "dagster/max_retries": "0",
         },
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={**run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=False,
     )
-    summary: dict[str, Any] = {"partition": request.partition_key, "run_id": result.run_id, "success": result.success}
-    for event in result.get_asset_materialization_events():
-        meta = event.materialization.metadata
-        if event.asset_key == OBSERVATION_BATCHES:
-            seen = meta["seen_until"].value
-            summary.update(
-                watermark_end=_iso(meta["watermark_end"].value),
-                watermark_session_id=meta["watermark_session_id"].value,
-                seen_until=_iso(seen) if isinstance(seen, (int, float)) else None,
-                complete=meta["complete"].value,
-                observed=meta["observed"].value,
-                quota_skipped=meta["quota_skipped"].value,
-            )
-        elif event.asset_key == session_counter_rollups.key:
-            summary.update(covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value)
-    if not result.success:
+    # In the order the run recorded them (a batch's partitions share quota: order matters).
+    summaries: dict[str, dict[str, Any]] = {}
+
+    def summary_of(partition: Any) -> dict[str, Any]:
+        return summaries.setdefault(str(partition), {"partition": str(partition), "run_id": result.run_id, "success": result.success})
+
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            materialization = event.step_materialization_data.materialization
+            meta = materialization.metadata
+            if materialization.asset_key == OBSERVATION_BATCHES:
+                seen = meta["seen_until"].value
+                summary_of(materialization.partition).update(
+                    success=True,
+                    watermark_end=_iso(meta["watermark_end"].value),
+                    watermark_session_id=meta["watermark_session_id"].value,
+                    seen_until=_iso(seen) if isinstance(seen, (int, float)) else None,
+                    complete=meta["complete"].value,
+                    observed=meta["observed"].value,
+                    quota_skipped=meta["quota_skipped"].value,
+                )
+            elif materialization.asset_key == session_counter_rollups.key:
+                summary_of(materialization.partition).update(
+                    covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value
+                )
+        elif event.event_type_value == "ASSET_OBSERVATION":
+            observation = event.asset_observation_data.asset_observation
+            if FAILURE_KEY in observation.metadata:
+                summary_of(observation.partition).update(success=False, error=observation.metadata[FAILURE_KEY].value)
+    for key in [request.partition_key] if request.partition_key else batch_partitions(result.dagster_run):
+        summary_of(key)
+    if not result.success and request.partition_key:
         failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
-        summary["error"] = _root_cause(failure.event_specific_data.error) if failure else "run failed"
-    return summary
+        summaries[request.partition_key]["error"] = _root_cause(failure.event_specific_data.error) if failure else "run failed"
+    elif not result.success:
+        # A batch that stopped as a whole (a bad as-of, a store down before any partition):
+        # every partition it did not record is failed with the run's error.
+        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
+        error = _root_cause(failure.event_specific_data.error) if failure else "run failed"
+        for summary in summaries.values():
+            if "watermark_end" not in summary and "error" not in summary:
+                summary.update(success=False, error=error)
+    return list(summaries.values())
 
 
 def _root_cause(error: Any) -> str:

@@ -73,3 +73,14 @@ def with_filter(text: str, predicate: str) -> str:
     if len(_FILTER_SLOT.findall(text)) != 1:
         raise ValueError("statement has no single `-- @filter` slot")
     return _FILTER_SLOT.sub(lambda _: predicate, text)
+
+
+_SCANNERS_SLOT = re.compile(r"^[ \t]*--[ \t]*@scanners[ \t]*$", re.MULTILINE)
+
+
+def with_scanners(text: str, entries: str) -> str:
+    """Put a candidates pass's per-scanner entries (project fragments with compiled filters,
+    parameters only) in its `-- @scanners` slot."""
+    if len(_SCANNERS_SLOT.findall(text)) != 1:
+        raise ValueError("statement has no single `-- @scanners` slot")
+    return _SCANNERS_SLOT.sub(lambda _: entries, text)

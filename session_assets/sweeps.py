@@ -20,7 +20,10 @@ CATCH_UP_DAYS = 7
 # Rollup days the sensor rolls by itself when a sweep needs them: the watched days
 # and the lookback of the oldest (26 h + 48 h of late data + the day before).
 ROLLUP_CATCH_UP_DAYS = CATCH_UP_DAYS + 4
-MAX_REQUESTS_PER_TICK = 40
+# Partitions swept a tick: due ones go in batch runs (one process sweeps many), retries of
+# failed ones in runs of their own (each a process), so fewer of those.
+MAX_REQUESTS_PER_TICK = 2000
+MAX_RETRY_RUNS_PER_TICK = 10
 RETRY_BACKOFF_BASE = timedelta(minutes=5)
 RETRY_BACKOFF_CAP = timedelta(hours=1)
 
@@ -52,6 +55,9 @@ class PartitionState:
     in_flight: bool = False  # a queued or running run targets it
     failures: int = 0  # failed runs since the latest success (Dagster's own retries excluded)
     last_failure_at: datetime | None = None
+    # Its latest failure was its own (its run's, or recorded for it by a batch), not a whole
+    # batch stopping (a store down for the tick): retried alone, not with the others.
+    failed_alone: bool = False
     watermark_end: datetime | None = None  # scanner partitions: the stored keyset...
     watermark_session_id: str = ""
     seen_until: datetime | None = None  # ...and what its sweep saw
@@ -88,6 +94,12 @@ class Request:
     scanner_id: str | None
     attempt: int
     reason: str
+    team_id: int = 0
+    alone: bool = False  # a retry in a run of its own
+
+    @property
+    def batched(self) -> bool:
+        return self.asset == "sweep" and not self.alone
 
     @property
     def partition_key(self) -> str:
@@ -96,6 +108,43 @@ class Request:
     def run_key(self, now: datetime) -> str:
         # Unique per tick and attempt: a run key is used up by any run, failed ones included.
         return f"{self.asset}:{self.partition_key}:{now.isoformat()}:{self.attempt}"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch run: partitions swept by one process, each materialized on its own."""
+
+    index: int
+    partitions: tuple[str, ...]
+
+    def run_key(self, now: datetime) -> str:
+        return f"sweeps:{now.isoformat()}:{self.index}"
+
+
+def runs(requests: list[Request], batches: int = 1) -> list[Request | Batch]:
+    """The runs a tick launches: a run per rollup day and per partition retried alone (one
+    that failed on its own is isolated from the others, and shows its own status), then the due
+    partitions in at most `batches` batch runs, the partitions of one team together (they
+    share a candidates pass), in the order given (longest-waiting first)."""
+    singles = [r for r in requests if not r.batched]
+    due = [r for r in requests if r.batched]
+    if not due:
+        return list(singles)
+    by_team: dict[int, list[Request]] = {}
+    for request in due:
+        by_team.setdefault(request.team_id, []).append(request)
+    bins: list[list[Request]] = [[] for _ in range(max(1, min(batches, len(by_team))))]
+    for team_requests in sorted(by_team.values(), key=len, reverse=True):
+        min(bins, key=len).extend(team_requests)  # greedy: the emptiest batch takes the next team
+    order = {id(r): n for n, r in enumerate(due)}
+    return [
+        *singles,
+        *(
+            Batch(n, tuple(r.partition_key for r in sorted(b, key=lambda r: order[id(r)])))
+            for n, b in enumerate(bins)
+            if b
+        ),
+    ]
 
 
 @dataclass(frozen=True)
@@ -157,6 +206,7 @@ def rollup_days_needed(
 def plan_tick(
     state: TickState,
     max_requests: int = MAX_REQUESTS_PER_TICK,
+    max_retry_runs: int = MAX_RETRY_RUNS_PER_TICK,
     only_scanner: str | None = None,
     retry_backoff: timedelta = RETRY_BACKOFF_BASE,
 ) -> TickPlan:
@@ -230,16 +280,19 @@ def plan_tick(
                 continue
             # Served longest-waiting first: since its last success, or since it could first run.
             waited_since = sweep.succeeded_as_of or sweep.materialized_at or max(day_start(day), scanner.start_at)
-            sweeps.append((waited_since, Request("sweep", day, scanner.id, sweep.failures, reason)))
+            alone = sweep.failures > 0 and sweep.failed_alone
+            sweeps.append((waited_since, Request("sweep", day, scanner.id, sweep.failures, reason, scanner.team_id, alone)))
 
     # Rollups first (a handful, never starved by a catch-up), then the sweeps that waited longest
     # (oldest day first among equals, so a catch-up goes in order), capped.
     rollups = [r for r in wanted if r.asset == "rollups"]
     ordered = [r for _, r in sorted(sweeps, key=lambda item: (item[0], item[1].day, item[1].scanner_id))]
+    alone = [r for r in ordered if r.alone][:max_retry_runs]
+    chosen = [r for r in ordered if not r.alone or r in alone][:max_requests]
     new_ids = sorted({s.id for s in state.scanners} - state.known_scanner_partitions)
     return TickPlan(
         add_scanner_partitions=new_ids,
-        requests=rollups + ordered[:max_requests],
-        deferred=max(0, len(ordered) - max_requests),
+        requests=rollups + chosen,
+        deferred=len(ordered) - len(chosen),
         waiting=waiting,
     )

@@ -477,6 +477,23 @@ def partition_gate(conn: Any, scanner_id: str, day: date) -> None:
 
 # --- a running `session-assets dev` ----------------------------------------------
 
+def _with_partitions(run: dict[str, Any]) -> dict[str, Any]:
+    """A run with `partitions`: its partition tag, or the partitions a batch run was given."""
+    import yaml
+
+    from session_assets.batches import BATCH_TAG, OP_NAME
+
+    if "dagster/partition" in run["tags"]:
+        partitions = [run["tags"]["dagster/partition"]]
+    elif BATCH_TAG in run["tags"]:
+        config = yaml.safe_load(run.pop("runConfigYaml") or "{}") or {}
+        partitions = list(config.get("ops", {}).get(OP_NAME, {}).get("config", {}).get("partitions", []))
+    else:
+        partitions = []
+    run.pop("runConfigYaml", None)
+    return {**run, "partitions": partitions}
+
+
 class DevProcess:
     """`session-assets dev` on free ports in its own home, for end-to-end tests."""
 
@@ -522,7 +539,7 @@ class DevProcess:
     def runs(self, tag_key: str, tag_value: str) -> list[dict[str, Any]]:
         """Runs with a tag, newest first; [] while the webserver is busy."""
         query = """query { runsOrError(filter: {tags: [{key: %s, value: %s}]}) { __typename
-          ... on Runs { results { runId status startTime endTime tags { key value } } } } }""" % (
+          ... on Runs { results { runId status startTime endTime runConfigYaml tags { key value } } } } }""" % (
             json.dumps(tag_key),
             json.dumps(tag_value),
         )
@@ -531,7 +548,7 @@ class DevProcess:
         except Exception:
             return []
         assert result["__typename"] == "Runs", result
-        return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in result["results"]]
+        return [_with_partitions({**r, "tags": {t["key"]: t["value"] for t in r["tags"]}}) for r in result["results"]]
 
     def cli(self, *args: str, timeout_s: float = 600) -> Any:
         import subprocess

@@ -453,10 +453,10 @@ def run_history(history: History, chdb_url: str, postgres: PostgresResource, fol
                 if raised_at == k:
                     stack.set_quota(team, period, oracle.DEFAULT_MONTHLY_QUOTA)
                     model.set_quota(team, oracle.DEFAULT_MONTHLY_QUOTA)
-            for request in tick_requests(stack, instance, now, history.mode(k)):
-                run = execute_request(stack.defs, instance, request)
+            for run in (r for request in tick_requests(stack, instance, now, history.mode(k))
+                        for r in execute_request(stack.defs, instance, request)):  # fmt: skip
                 assert run["success"], f"tick {k} {now}: failed run {run}"
-                partition = request.partition_key
+                partition = run["partition"]
                 if "|" not in partition:
                     day = date.fromisoformat(partition)
                     model.roll(day, now, k)

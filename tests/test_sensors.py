@@ -22,6 +22,10 @@ from session_assets.sensors import execute_tick, status_report, sweep_sensor
 from tests.support import at
 
 
+def batch_partitions_of(request: dg.RunRequest) -> list[str]:
+    return request.run_config["ops"]["sweep_partitions"]["config"]["partitions"]
+
+
 def build_defs(resources: dict) -> dg.Definitions:
     return build_definitions(resources)
 
@@ -52,8 +56,12 @@ def test_the_sensor_registers_scanners_and_requests_due_runs(instance, chdb_url,
     # Rollups first; the sweeps are queued behind them and see what they roll up.
     assert requested[: len(days)] == [d.isoformat() for d in days]
     # A day's sweep waits until its frontier (now - 35 min settle) is inside the day.
+    # The due partitions go in one batch run (one process), each materialized on its own.
     sweep_days = [d for d in (yesterday, today) if now - SETTLE > datetime.combine(d, datetime.min.time(), timezone.utc)]
-    assert sorted(requested[len(days) :]) == sorted(f"{d}|{s}" for d in sweep_days for s in ("ai-spend", "checkout-errors", "rage-clicks"))
+    (batch,) = result.run_requests[len(days) :]
+    assert batch.job_name == "sweep_batch_job" and batch.partition_key is None
+    assert sorted(batch_partitions_of(batch)) == sorted(f"{d}|{s}" for d in sweep_days for s in ("ai-spend", "checkout-errors", "rage-clicks"))
+    assert batch.tags["session_assets/batch"] == str(len(batch_partitions_of(batch)))
     assert all(r.tags["session_assets/as_of"] for r in result.run_requests)
     assert all(r.tags["dagster/max_runtime"] == "3600" for r in result.run_requests)  # a killed worker is failed
     (added,) = result.dynamic_partitions_requests

@@ -6,12 +6,13 @@ from datetime import date, datetime, timedelta
 
 from session_assets.days import SETTLE
 from session_assets.sweeps import (
-    MAX_REQUESTS_PER_TICK,
+    Batch,
     PartitionState,
     ScannerState,
     TickState,
     backoff,
     plan_tick,
+    runs,
 )
 from tests.support import at
 
@@ -127,6 +128,9 @@ def test_in_flight_partitions_are_not_doubled():
     assert plan.waiting == {"2024-03-01": "run in flight", "2024-03-01|s": "run in flight"}
 
 
+CAP = 40  # a cap below the partitions open, as with thousands of scanners
+
+
 def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
     scanners = [ScannerState(f"s{n:02d}", True, at("2024-02-28T00:00:00")) for n in range(30)]
     now = at("2024-03-03T10:00:00")
@@ -135,13 +139,13 @@ def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
     rollups = {d: rolled(now - timedelta(minutes=5), d) for d in days}
     sweeps = {(s.id, d): swept(at("2024-03-01T09:00:00"), last - SETTLE, complete=d < date(2024, 3, 1))
               for s in scanners for d in days[:3]}  # fmt: skip
-    plan = plan_tick(state(now, scanners, rollups, sweeps))
+    plan = plan_tick(state(now, scanners, rollups, sweeps), max_requests=CAP)
     # Never rolled days the scanners' 26 h lookback reads (and the day before it), and today.
     rolled_now = ["rollups:2024-02-25", "rollups:2024-02-26", "rollups:2024-02-27", "rollups:2024-03-03"]
     assert [k for k in keys(plan) if k.startswith("rollups")] == rolled_now
     assert keys(plan)[:4] == rolled_now  # never starved by the catch-up
     swept_now = [r for r in plan.requests if r.asset == "sweep"]
-    assert len(swept_now) == MAX_REQUESTS_PER_TICK and plan.deferred == 3 * 30 - MAX_REQUESTS_PER_TICK
+    assert len(swept_now) == CAP and plan.deferred == 3 * 30 - CAP
     assert [r.day for r in swept_now] == sorted(r.day for r in swept_now)
     assert {r.day for r in swept_now} == {date(2024, 3, 1), date(2024, 3, 2)}  # oldest first
 
@@ -198,7 +202,7 @@ def test_every_open_partition_is_swept_within_a_bounded_number_of_ticks():
     last_swept: dict[tuple[str, date], int] = {}
     gaps: list[int] = []
     for tick in range(50):
-        plan = plan_tick(current)
+        plan = plan_tick(current, max_requests=CAP)
         for r in plan.requests:
             if r.asset == "sweep":
                 key = (r.scanner_id, r.day)
@@ -209,7 +213,7 @@ def test_every_open_partition_is_swept_within_a_bounded_number_of_ticks():
         current = _tick_outcome(current, plan)
         current = TickState(current.now + timedelta(minutes=5), START, scanners, current.known_scanner_partitions,
                             current.rollups, current.sweeps)  # fmt: skip
-    bound = -(-2 * len(scanners) // MAX_REQUESTS_PER_TICK)  # open: today and yesterday around midnight
+    bound = -(-2 * len(scanners) // CAP)  # open: today and yesterday around midnight
     assert max(gaps) <= bound
     for day in (date(2024, 3, 1), date(2024, 3, 2)):
         firsts = [t for (sid, d), t in first_swept.items() if d == day]
@@ -282,3 +286,33 @@ def test_a_scanner_without_a_watermark_in_the_watched_days_resumes_from_its_last
     assert next_sweep_start({}, scanner, date(2024, 3, 5)) == last
     swept_before = {("s", date(2024, 3, 4)): swept(at("2024-03-05T00:40:00"), at("2024-03-05T00:00:00"), True)}
     assert next_sweep_start(swept_before, scanner, date(2024, 3, 5)).end == at("2024-03-05T00:00:00")
+
+
+# --- issue #12: batches -----------------------------------------------------------------
+
+
+def test_due_partitions_go_in_batches_by_team_and_retries_alone_only_after_failing_alone():
+    """Due partitions go in at most `batches` batch runs, a team's together, longest-waiting
+    first; a partition whose own sweep failed is retried in a run of its own, while one whose
+    whole batch stopped (a store down for the tick) is retried with the next batch."""
+    scanners = [ScannerState(f"s{n}", True, at("2024-03-01T08:00:00"), team_id=n % 3) for n in range(9)]
+    now = at("2024-03-01T12:00:00")
+    rollups = {d: rolled(now - timedelta(minutes=5), d) for d in (date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1))}
+    failed_at = now - timedelta(minutes=10)
+    sweeps = {
+        ("s0", date(2024, 3, 1)): PartitionState(failures=1, last_failure_at=failed_at, failed_alone=True),
+        ("s1", date(2024, 3, 1)): PartitionState(failures=1, last_failure_at=failed_at, failed_alone=False),
+    }
+    plan = plan_tick(state(now, scanners, rollups, sweeps))
+    planned = runs(plan.requests, batches=2)
+    singles = [r for r in planned if not isinstance(r, Batch)]
+    batches = [r for r in planned if isinstance(r, Batch)]
+    assert [r.partition_key for r in singles if r.asset == "sweep"] == ["2024-03-01|s0"]
+    assert len(batches) == 2
+    swept = [key for b in batches for key in b.partitions]
+    assert sorted(swept) == sorted(f"2024-03-01|s{n}" for n in range(1, 9))
+    teams = [{int(key.split("|s")[1]) % 3 for key in b.partitions} for b in batches]
+    assert teams[0].isdisjoint(teams[1])  # a team's partitions share one candidates pass
+    assert len({r.run_key(now) for r in planned}) == len(planned)
+    one = runs(plan.requests, batches=1)
+    assert sum(isinstance(r, Batch) for r in one) == 1

@@ -37,7 +37,7 @@ DISMISS_COMMUNITY_DIALOG = "window.localStorage.setItem('communityNux', JSON.str
 
 LATEST_MATERIALIZATION = """query {
   assetOrError(assetKey: {path: ["observation_batches"]}) { ... on Asset {
-    assetMaterializations(partitions: [%s], limit: 1) {
+    assetMaterializations(partitions: [%s], limit: %d) {
       partition runId
       metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
 
@@ -75,10 +75,17 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
     base = f"http://127.0.0.1:{dev.port}"
     client = dev.client
 
-    # The daemon's first tick of `sweep_sensor` requests rollup and (scanner, day) sweep runs,
-    # which the queued run coordinator executes one at a time.
+    # The daemon's first tick of `sweep_sensor` requests rollup runs and a batch run sweeping
+    # the (scanner, day) partitions, which the queued run coordinator executes one at a time.
     def sensor_sweeps() -> list[dict]:
-        return [r for r in dev.runs(SWEEP_TAG, "sensor") if "|" in r["tags"].get("dagster/partition", "")]
+        return [r for r in dev.runs(SWEEP_TAG, "sensor") if any("|" in p for p in r["partitions"])]
+
+    def materializations(partition: str, limit: int) -> list[dict]:
+        found = client._execute(LATEST_MATERIALIZATION % (json.dumps(partition), limit))  # noqa: SLF001
+        return [
+            {**m, "metadata": {e["label"]: e for e in m["metadataEntries"]}}
+            for m in found["assetOrError"]["assetMaterializations"]
+        ]
 
     def a_finished_sweep():
         dev.alive()
@@ -88,14 +95,11 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
         return sorted((r for r in sweeps if r["status"] == "SUCCESS"), key=lambda r: r["endTime"])
 
     first = wait_until(a_finished_sweep, 480, "a sensor-launched sweep run to succeed", 1.0)[0]
-    partition = first["tags"]["dagster/partition"]
-    (latest,) = client._execute(  # noqa: SLF001
-        LATEST_MATERIALIZATION % json.dumps(partition)
-    )["assetOrError"]["assetMaterializations"]
-    metadata = {entry["label"]: entry for entry in latest["metadataEntries"]}
-    assert set(METADATA_LABELS) <= set(metadata), metadata
-    observed = metadata["observed"]["intValue"]
-    print(f"\nsensor run {first['runId']} swept {partition}: observed {observed}")
+    # Each partition of a batch has its own materialization, with its own watermark.
+    partition = next(p for p in first["partitions"] if "|" in p)
+    (latest,) = materializations(partition, 1)
+    assert set(METADATA_LABELS) <= set(latest["metadata"]), latest["metadata"]
+    print(f"\nsensor run {first['runId']} swept {len(first['partitions'])} partitions, {partition} among them")
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
@@ -127,7 +131,6 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
                 row = page.locator("tr").filter(has=page.get_by_text(label, exact=True)).first
                 row.wait_for()
                 rows[label] = row.locator("td").nth(1).inner_text().strip()
-            assert rows["observed"] == str(observed), rows
             assert rows["watermark_end"] and rows["frontier"], rows  # timestamps, shown in UTC
             run_link = page.locator("a[href*='/runs/']").first
             run_link.wait_for()
@@ -137,8 +140,12 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
         finally:
             browser.close()
 
+    # The run the UI links is a sensor run, and the metadata shown is that run's for this
+    # partition (a later tick may have swept it again since).
     sensor_run_ids = {r["runId"] for r in sensor_sweeps() if r["status"] == "SUCCESS"}
     assert shown_run in sensor_run_ids, (shown_run, sensor_run_ids)
+    (shown,) = [m for m in materializations(partition, 50) if m["runId"] == shown_run]
+    assert rows["observed"] == str(shown["metadata"]["observed"]["intValue"]), (rows, shown["metadata"])
     print(f"{partition} metadata shown: {rows}")
     print(f"screenshots: {graph_png} {partition_png}")
 
@@ -160,7 +167,8 @@ def test_the_sensor_retries_a_failed_partition_until_it_succeeds_and_a_backfill_
 
     def partition_runs(status: str | None = None) -> list[dict]:
         dev.alive()
-        runs = [r for r in dev.runs("dagster/partition", partition) if r["tags"].get("session_assets/sweep") == "sensor"]
+        # Its own runs and the batch runs that swept it among others.
+        runs = [r for r in dev.runs(SWEEP_TAG, "sensor") if partition in r["partitions"]]
         return [r for r in runs if status is None or r["status"] == status]
 
     wait_until(lambda: partition_runs("SUCCESS"), 480, f"a sensor run of {partition} to succeed", 1.0)
@@ -186,8 +194,9 @@ def test_the_sensor_retries_a_failed_partition_until_it_succeeds_and_a_backfill_
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("UPDATE scanners SET filter = %s WHERE id = %s", (json.dumps(good_filter), BROKEN))
-    # The first success since the break is the sensor's retry of the failed partition (a run
-    # queued behind the backfill may be the one that meets the mended filter).
+    # The first success since the break is the sensor's retry of the failed partition, in a
+    # run of its own (a run queued behind the backfill may be the one that meets the mended
+    # filter); the batches sweep it again after that.
     succeeded = wait_until(
         lambda: [r for r in partition_runs("SUCCESS") if r["runId"] not in broken_after],
         480, f"a sensor retry of {partition} to succeed once mended", 1.0,
@@ -195,6 +204,7 @@ def test_the_sensor_retries_a_failed_partition_until_it_succeeds_and_a_backfill_
     retried = min(succeeded, key=lambda r: r["startTime"])
     failed_runs = {r["runId"] for r in failed_since_broken()}
     assert retried["runId"] not in failed_runs  # a retry is a new run, with a fresh run key
+    assert retried["partitions"] == [partition], retried  # retried alone: the batches go on without it
     assert int(retried["tags"]["session_assets/attempt"]) >= 1, retried  # requested as a retry of a failure
     report = json.loads(dev.cli("status", "--json").stdout)
     (row,) = [s for s in report["scanners"] if s["id"] == BROKEN]

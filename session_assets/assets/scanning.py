@@ -5,21 +5,24 @@ watermark is recorded once the observations it covers are durable, and a
 failed run records nothing, so the next run resumes from the last good one.
 """
 
+import re
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Iterator
 
 import dagster as dg
 
 from session_assets import observations, sql, watermarks
 from session_assets.failpoints import failpoint
 from session_assets.assets.rollups import read_rollup_records, session_counter_rollups
-from session_assets.coverage import coverage, missing_days
+from session_assets.coverage import RollupRecord, coverage, missing_days
 from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.run_context import BadRunTag, is_backfill, latest_materialization, latest_materializations, parse_as_of
-from session_assets.scanners import ScannerError, compile_filter
+from session_assets.run_context import BadRunTag, is_backfill, latest_materializations, parse_as_of
+from session_assets.scanners import Scanner, ScannerError, compile_filter
+from session_assets.scanners.filters import CompiledFilter
 from session_assets.scanners import store as scanner_store
 
 
@@ -113,111 +116,115 @@ def scanner_sweep(
     postgres: PostgresResource,
     object_store: ObjectStoreResource,
 ):
-    started = time.monotonic()
     # A sweep's process holds chDB's peaks (its INSERT, then the walk): before chDB
     # loads, ask it to return freed memory at once. Rollup runs keep the faster default.
     clickhouse.prefer_memory_to_speed()
-    keys = context.partition_key.keys_by_dimension
-    day, scanner_id = date.fromisoformat(keys["date"]), keys["scanner"]
     try:
         as_of = parse_as_of(context.run.tags)
     except BadRunTag as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
-    backfill = is_backfill(context.run.tags)
-    pool = postgres.pool()
-
-    stored = scanner_store.get(pool, scanner_id)
+    records = SweepRecords(context.instance, backfill=is_backfill(context.run.tags))
+    stored = scanner_store.get(postgres.pool(), context.partition_key.keys_by_dimension["scanner"])
     try:
-        scanner = stored.valid()
-        compiled = compile_filter(scanner.filter)
+        plan = plan_sweep(records, context.partition_key, stored, as_of)
     except ScannerError as error:
         # A definition that no longer validates will not start validating on retry.
-        raise dg.Failure(description=f"scanner {scanner_id!r} is invalid: {error}", allow_retries=False) from error
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+    (outcome,) = sweep_plans(context.log, clickhouse, postgres, object_store, [plan], config)
+    if outcome.error is not None:
+        raise outcome.error
+    failpoint("before_materialization")
+    candidate_metadata, batch_metadata = outcome.metadata(object_store)
+    yield dg.MaterializeResult(asset_key=CANDIDATE_WINDOWS, metadata=candidate_metadata)
+    yield dg.MaterializeResult(asset_key=OBSERVATION_BATCHES, metadata=batch_metadata)
 
-    start = _starting_point(context, day, stored.start_at, backfill)
-    bounds = watermarks.window(start.watermark, stored.start_at)
-    read_days = bounds.read_days(as_of)
-    records = read_rollup_records(context.instance, read_days)
-    first_day = daily_partitions_def.start.date()
-    seen = watermarks.seen_until(as_of, coverage(read_days, records, first_day))
-    frontier = watermarks.frontier(day, seen)
-    context.log.info(
-        f"sweeping {scanner_id} for {day} as of {as_of.isoformat()}: from {_iso(start.watermark.end)} "
-        f"{start.watermark.session_id!r} ({start.source}), rollups {read_days[0]}..{read_days[-1]} seen until "
-        f"{_iso(seen)}, frontier {_iso(frontier)}"
-    )
 
-    counts = {"candidates": 0, "sampled_out": 0, "late_candidates": 0}
-    walk = observations.WalkResult()
-    window_started = time.monotonic()
-    if frontier is not None:
-        window_id = uuid.uuid4().hex  # this attempt's rows only: a retry never walks a failed one's
-        params = candidate_params(clickhouse, bounds, frontier, seen, read_days, compiled, scanner, day, as_of, window_id)
-        client = clickhouse.client()
-        insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
-        # In-process chDB shares the run's memory and cores with Postgres and Python:
-        # on one thread the INSERT peaked ~45 MB lower over 1M sessions, no slower on
-        # two cores. A server keeps its own threads.
-        client.command(insert, parameters=sql.bind(insert, params), settings={"max_threads": 1} if clickhouse.embedded else None)
-        failpoint("after_candidates_insert")
-        window_seconds = time.monotonic() - window_started
-        walk_sql = sql.load("clickhouse/candidates_walk.sql")
-        with client.query_row_block_stream(
-            walk_sql, parameters=sql.bind(walk_sql, params), settings={"max_block_size": config.page_size}
-        ) as stream:
-            rows = (row for block in stream for row in block)
-            walk = observations.walk(
-                pool,
-                object_store,
-                scanner,
-                day,
-                as_of,
-                observations.pages(rows, config.page_size),
-                config.default_monthly_quota,
-            )
-        # Counted after the walk: by then background merges have folded the window's
-        # many small parts, which a FINAL read would otherwise hold at once (+60-80 MB
-        # at 1M candidates, the sweep's peak when it ran before the walk).
-        stats_started = time.monotonic()
-        stats = clickhouse.query("candidates_stats", scanner_id=scanner.id, team_id=scanner.team_id, day=day, window_id=window_id)
-        counts = dict(zip(("candidates", "sampled_out", "late_candidates"), map(int, stats.result_rows[0])))
-        window_seconds += time.monotonic() - stats_started
-    else:
-        window_seconds = 0.0
-        missing = missing_days(read_days, records, first_day)
-        context.log.warning(
-            f"rollups of {', '.join(map(str, missing))} are not materialized yet: nothing to sweep, watermark kept"
+@dataclass(frozen=True)
+class SweepPlan:
+    """One partition's sweep as the records decide it, before any ClickHouse work."""
+
+    partition_key: str
+    day: date
+    scanner: Scanner
+    compiled: CompiledFilter
+    start: watermarks.StartingPoint
+    bounds: watermarks.Window
+    read_days: list[date]
+    missing_days: list[date]  # rollup days it needs that were never materialized
+    seen: datetime | None
+    frontier: datetime | None
+    as_of: datetime
+
+    def describe(self) -> str:
+        start = self.start.watermark
+        return (
+            f"sweeping {self.scanner.id} for {self.day} as of {self.as_of.isoformat()}: from {_iso(start.end)} "
+            f"{start.session_id!r} ({self.start.source}), rollups {self.read_days[0]}..{self.read_days[-1]} seen "
+            f"until {_iso(self.seen)}, frontier {_iso(self.frontier)}"
         )
 
-    failpoint("before_materialization")
-    new_watermark = watermarks.next_watermark(start.watermark, frontier, walk.last_handled, walk.stopped_at, seen)
-    complete = watermarks.is_complete(day, frontier, walk.finished)
-    quota_skipped = counts["candidates"] - walk.handled if not walk.finished else 0
-    shared = {
-        "watermark_end": dg.MetadataValue.timestamp(new_watermark.end),
-        "watermark_session_id": dg.MetadataValue.text(new_watermark.session_id),
-        "seen_until": dg.MetadataValue.timestamp(new_watermark.seen_until)
-        if new_watermark.seen_until
-        else dg.MetadataValue.text("nothing seen yet"),
-        "frontier": dg.MetadataValue.timestamp(frontier) if frontier else dg.MetadataValue.text("no rollups yet"),
-        "complete": dg.MetadataValue.bool(complete),
-        "quota_stopped": dg.MetadataValue.bool(not walk.finished),
-        "as_of": dg.MetadataValue.timestamp(as_of),
-        "resumed_from": dg.MetadataValue.text(f"{start.source}: {start.watermark.end.isoformat()} {start.watermark.session_id}".strip()),
-        "scanner": dg.MetadataValue.text(f"{scanner.id} (team {scanner.team_id}, {scanner.kind})"),
-    }
-    yield dg.MaterializeResult(
-        asset_key=CANDIDATE_WINDOWS,
-        metadata={
+    def params(self, clickhouse: ClickHouseResource) -> dict[str, Any]:
+        """This scanner's parameters in a candidates pass: its window, its filter's values, and what
+        it saw (`seen`, the events its rollups cover), which bounds the events its filter looks at too."""
+        assert self.frontier is not None and self.seen is not None
+        return {
+            **clickhouse.table_params(),
+            **self.bounds.params(self.frontier),
+            **self.compiled.params,
+            "team_id": self.scanner.team_id,
+            "seen_until": self.seen,
+        }
+
+
+@dataclass
+class SweepOutcome:
+    """What sweeping one plan did (or the error that stopped it)."""
+
+    plan: SweepPlan
+    counts: dict[str, int] = field(default_factory=lambda: {"candidates": 0, "sampled_out": 0, "late_candidates": 0})
+    walk: observations.WalkResult = field(default_factory=observations.WalkResult)
+    window_seconds: float = 0.0
+    walk_seconds: float = 0.0
+    window_id: str = ""  # the candidates pass that found them
+    error: BaseException | None = None
+
+    @property
+    def metadata_complete(self) -> bool:
+        """Whether the partition's day is complete after this sweep."""
+        return watermarks.is_complete(self.plan.day, self.plan.frontier, self.walk.finished)
+
+    @property
+    def new_watermark(self) -> watermarks.Watermark:
+        plan, walk = self.plan, self.walk
+        return watermarks.next_watermark(plan.start.watermark, plan.frontier, walk.last_handled, walk.stopped_at, plan.seen)
+
+    def metadata(self, object_store: ObjectStoreResource) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The two materializations' metadata: the candidate window's, and the batches' (with the watermark)."""
+        plan, walk, counts = self.plan, self.walk, self.counts
+        new_watermark = self.new_watermark
+        complete = watermarks.is_complete(plan.day, plan.frontier, walk.finished)
+        quota_skipped = counts["candidates"] - walk.handled if not walk.finished else 0
+        start = plan.start.watermark
+        shared = {
+            "watermark_end": dg.MetadataValue.timestamp(new_watermark.end),
+            "watermark_session_id": dg.MetadataValue.text(new_watermark.session_id),
+            "seen_until": dg.MetadataValue.timestamp(new_watermark.seen_until)
+            if new_watermark.seen_until
+            else dg.MetadataValue.text("nothing seen yet"),
+            "frontier": dg.MetadataValue.timestamp(plan.frontier) if plan.frontier else dg.MetadataValue.text("no rollups yet"),
+            "complete": dg.MetadataValue.bool(complete),
+            "quota_stopped": dg.MetadataValue.bool(not walk.finished),
+            "as_of": dg.MetadataValue.timestamp(plan.as_of),
+            "resumed_from": dg.MetadataValue.text(f"{plan.start.source}: {start.end.isoformat()} {start.session_id}".strip()),
+            "scanner": dg.MetadataValue.text(f"{plan.scanner.id} (team {plan.scanner.team_id}, {plan.scanner.kind})"),
+        }
+        candidates = {
             **shared,
             **{name: dg.MetadataValue.int(value) for name, value in counts.items()},
-            "window_duration_s": dg.MetadataValue.float(round(window_seconds, 3)),
+            "window_duration_s": dg.MetadataValue.float(round(self.window_seconds, 3)),
             "dagster/row_count": dg.MetadataValue.int(counts["candidates"]),
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key=OBSERVATION_BATCHES,
-        metadata={
+        }
+        batches = {
             **shared,
             "observed": dg.MetadataValue.int(walk.observed),
             "deduplicated": dg.MetadataValue.int(walk.deduplicated),
@@ -227,51 +234,277 @@ def scanner_sweep(
             "batches": dg.MetadataValue.int(len(walk.batch_keys)),
             "batch_keys": dg.MetadataValue.json([object_store.location(k) for k in walk.batch_keys]),
             "last_batch": dg.MetadataValue.path(object_store.location(walk.batch_keys[-1])) if walk.batch_keys else dg.MetadataValue.text("none"),
-            "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
-        },
+            "duration_s": dg.MetadataValue.float(round(self.window_seconds + self.walk_seconds, 3)),
+        }
+        return candidates, batches
+
+
+class SweepRecords:
+    """The Dagster records sweeps read (watermarks, rollup records), each read once per run
+    and in bulk for a batch: two bounded queries per asset whatever the number of partitions."""
+
+    def __init__(self, instance: dg.DagsterInstance, backfill: bool = False) -> None:
+        self.instance = instance
+        self.backfill = backfill
+        self._watermarks: dict[str, watermarks.Watermark | None] = {}
+        self._rollups: dict[date, RollupRecord | None] = {}
+
+    def prefetch(self, partition_keys: list[str]) -> None:
+        """Own and previous-day watermarks of these (scanner, day) partitions, in one read."""
+        if self.backfill:
+            return
+        wanted = set()
+        for key in partition_keys:
+            day, scanner_id = _split(key)
+            wanted.update({key, f"{(day - timedelta(days=1)).isoformat()}|{scanner_id}"})
+        self._load_watermarks(wanted)
+
+    def recorded(self, partition_key: str, watermark: watermarks.Watermark) -> None:
+        """A watermark this run just recorded: later sweeps of the run start from it."""
+        self._watermarks[partition_key] = watermark
+
+    def watermark(self, partition_key: str) -> watermarks.Watermark | None:
+        if partition_key not in self._watermarks:
+            self._load_watermarks({partition_key})
+        return self._watermarks[partition_key]
+
+    def _load_watermarks(self, keys: set[str]) -> None:
+        missing = keys - self._watermarks.keys()
+        found = latest_materializations(self.instance, OBSERVATION_BATCHES, missing)
+        for key in missing:
+            self._watermarks[key] = watermarks.Watermark.from_metadata(found[key]) if key in found else None
+
+    def rollup_records(self, days: list[date]) -> dict[date, RollupRecord]:
+        missing = [d for d in days if d not in self._rollups]
+        if missing:
+            found = read_rollup_records(self.instance, missing)
+            self._rollups.update({d: found.get(d) for d in missing})
+        return {d: r for d in days if (r := self._rollups[d]) is not None}
+
+    def starting_point(self, day: date, scanner_id: str, scanner_start: datetime) -> watermarks.StartingPoint:
+        own = previous = earlier = None
+        if not self.backfill:
+            own = self.watermark(f"{day.isoformat()}|{scanner_id}")
+            if own is None:
+                previous = self.watermark(f"{(day - timedelta(days=1)).isoformat()}|{scanner_id}")
+            if own is None and previous is None:
+                earlier = earlier_watermark(self.instance, scanner_id, scanner_start.date(), day - timedelta(days=1))
+        return watermarks.starting_point(day, scanner_start, own, previous, self.backfill, earlier)
+
+
+def plan_sweep(records: SweepRecords, partition_key: str, stored: scanner_store.StoredScanner, as_of: datetime) -> SweepPlan:
+    """Where one partition's sweep starts, what it reads and how far it may go (ScannerError when
+    the stored definition no longer validates)."""
+    day, scanner_id = _split(partition_key)
+    try:
+        scanner = stored.valid()
+        compiled = compile_filter(scanner.filter)
+    except ScannerError as error:
+        raise ScannerError(f"scanner {scanner_id!r} is invalid: {error}") from error
+    start = records.starting_point(day, scanner_id, stored.start_at)
+    bounds = watermarks.window(start.watermark, stored.start_at)
+    read_days = bounds.read_days(as_of)
+    rollups = records.rollup_records(read_days)
+    first_day = daily_partitions_def.start.date()
+    seen = watermarks.seen_until(as_of, coverage(read_days, rollups, first_day))
+    return SweepPlan(
+        partition_key=partition_key,
+        day=day,
+        scanner=scanner,
+        compiled=compiled,
+        start=start,
+        bounds=bounds,
+        read_days=read_days,
+        missing_days=missing_days(read_days, rollups, first_day),
+        seen=seen,
+        frontier=watermarks.frontier(day, seen),
+        as_of=as_of,
     )
 
 
-def candidate_params(
+# Scanners of one team and day whose candidates come from one pass over the rollups.
+MAX_SCANNERS_PER_PASS = 50
+
+
+def sweep_plans(
+    log: Any,
     clickhouse: ClickHouseResource,
-    bounds: watermarks.Window,
-    frontier: datetime,
-    seen: datetime,
-    read_days: list[date],
-    compiled: Any,
-    scanner: Any,
-    day: date,
-    as_of: datetime,
-    window_id: str,
-) -> dict[str, Any]:
-    """The bound parameters of one window's candidates INSERT, walk and stats: what the sweep
-    saw (`seen`, the events its rollups cover) bounds the events its filter looks at too."""
-    return {
-        **clickhouse.table_params(),
-        **bounds.params(frontier),
-        **compiled.params,
-        "read_from": read_days[0],
-        "read_until": read_days[-1],
-        "scanner_id": scanner.id,
-        "team_id": scanner.team_id,
-        "day": day,
-        "sample_threshold": scanner.sample_threshold,
-        "as_of": as_of,
-        "seen_until": seen,
-        "window_id": window_id,
+    postgres: PostgresResource,
+    object_store: ObjectStoreResource,
+    plans: list[SweepPlan],
+    config: SweepConfig,
+    retries: int = 0,
+) -> Iterator[SweepOutcome]:
+    """Sweep these partitions, yielding each outcome as soon as its observations are durable:
+    the candidates of each team and day in one pass over the rollups, then each partition's
+    walk. A failure is its partition's alone: a pass that fails is retried one scanner at a
+    time, and a walk that fails leaves the others be; a partition that failed for a reason
+    other than its definition gets `retries` more attempts of its own."""
+    groups: dict[tuple[int, date], list[SweepPlan]] = {}
+    for plan in plans:
+        log.info(plan.describe())
+        if plan.frontier is None:
+            log.warning(
+                f"{plan.partition_key}: rollups of {', '.join(map(str, plan.missing_days))} are not materialized "
+                "yet: nothing to sweep, watermark kept"
+            )
+            yield SweepOutcome(plan)
+        else:
+            groups.setdefault((plan.scanner.team_id, plan.day), []).append(plan)
+    pool = postgres.pool()
+    for group in groups.values():
+        for chunk in (group[i : i + MAX_SCANNERS_PER_PASS] for i in range(0, len(group), MAX_SCANNERS_PER_PASS)):
+            for outcome in _find_candidates(log, clickhouse, chunk):
+                if outcome.error is None:
+                    _walk(clickhouse, pool, object_store, outcome, config)
+                for _ in range(retries):
+                    if outcome.error is None or not _retryable(outcome.error):
+                        break
+                    # A blip (a store restarting, a connection cut): the page rolled back whole,
+                    # so the partition starts over from its watermark, once, after a second.
+                    log.warning(f"retrying {outcome.plan.partition_key} after: {outcome.error}")
+                    time.sleep(RETRY_DELAY_SECONDS)
+                    (outcome,) = _find_candidates(log, clickhouse, [outcome.plan])
+                    if outcome.error is None:
+                        _walk(clickhouse, pool, object_store, outcome, config)
+                yield outcome
+
+
+RETRY_DELAY_SECONDS = 1.0
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, ScannerError):
+        return False
+    if isinstance(error, dg.Failure):
+        return error.allow_retries
+    return True
+
+
+def _find_candidates(log: Any, clickhouse: ClickHouseResource, plans: list[SweepPlan]) -> list[SweepOutcome]:
+    """One candidates pass for these plans (one team, one day): an outcome per plan with its
+    counts, or its error. When the shared pass fails, each plan gets a pass of its own."""
+    try:
+        return _candidates_pass(clickhouse, plans)
+    except Exception as error:  # noqa: BLE001 - isolated below, one scanner at a time
+        if len(plans) == 1:
+            return [SweepOutcome(plans[0], error=error)]
+        log.warning(f"a candidates pass over {len(plans)} scanners failed ({error}); one pass per scanner instead")
+    outcomes = []
+    for plan in plans:
+        try:
+            outcomes.extend(_candidates_pass(clickhouse, [plan]))
+        except Exception as error:  # noqa: BLE001 - this partition's failure only
+            outcomes.append(SweepOutcome(plan, error=error))
+    return outcomes
+
+
+def _candidates_pass(clickhouse: ClickHouseResource, plans: list[SweepPlan]) -> list[SweepOutcome]:
+    started = time.monotonic()
+    window_id = uuid.uuid4().hex  # this attempt's rows only: a retry never walks a failed one's
+    statement, params = candidates_statement(clickhouse, plans, window_id)
+    client = clickhouse.client()
+    # In-process chDB shares the run's memory and cores with Postgres and Python:
+    # on one thread the INSERT peaked ~45 MB lower over 1M sessions, no slower on
+    # two cores. A server keeps its own threads.
+    client.command(statement, parameters=sql.bind(statement, params), settings={"max_threads": 1} if clickhouse.embedded else None)
+    failpoint("after_candidates_insert")
+    first = plans[0]
+    stats = clickhouse.query(
+        "candidates_stats",
+        scanner_ids=[p.scanner.id for p in plans],
+        team_id=first.scanner.team_id,
+        day=first.day,
+        window_id=window_id,
+    )
+    found = {row[0]: dict(zip(("candidates", "sampled_out", "late_candidates"), map(int, row[1:]))) for row in stats.result_rows}
+    seconds = (time.monotonic() - started) / len(plans)
+    return [
+        SweepOutcome(
+            plan,
+            counts=found.get(plan.scanner.id, {"candidates": 0, "sampled_out": 0, "late_candidates": 0}),
+            window_seconds=seconds,
+            window_id=window_id,
+        )
+        for plan in plans
+    ]
+
+
+_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):")
+
+
+def candidates_statement(clickhouse: ClickHouseResource, plans: list[SweepPlan], window_id: str) -> tuple[str, dict[str, Any]]:
+    """The candidates INSERT of one pass and its parameters: one `-- @scanners` entry per plan,
+    each plan's parameters (its window's and its filter's) renamed s<index>_<name>."""
+    first = plans[0]
+    entry = sql.load("clickhouse/fragments/scanner_window.sql")
+    entries, params = [], {}
+    for index, plan in enumerate(plans):
+        prefix = f"s{index}_"
+        text = sql.with_filter(entry, plan.compiled.sql)
+        entries.append(_PARAMETER.sub(lambda m: "{" + prefix + m.group(1) + ":", text))
+        params.update({prefix + name: value for name, value in {**plan.params(clickhouse), "index": index}.items()})
+    statement = sql.with_scanners(sql.load("clickhouse/candidates_insert.sql"), ",\n".join(entries))
+    params.update(
+        {
+            **clickhouse.table_params(),
+            "scanner_ids": [p.scanner.id for p in plans],
+            "sample_thresholds": [p.scanner.sample_threshold for p in plans],
+            "team_id": first.scanner.team_id,
+            "day": first.day,
+            "read_from": min(p.read_days[0] for p in plans),
+            "read_until": max(p.read_days[-1] for p in plans),
+            "as_of": first.as_of,
+            "window_id": window_id,
+        }
+    )
+    return statement, params
+
+
+def _walk(
+    clickhouse: ClickHouseResource,
+    pool: Any,
+    object_store: ObjectStoreResource,
+    outcome: SweepOutcome,
+    config: SweepConfig,
+) -> None:
+    """Turn one plan's sampled candidates into observations (nothing to read when it has none)."""
+    plan = outcome.plan
+    if outcome.counts["candidates"] == 0:
+        return
+    started = time.monotonic()
+    params = {
+        "scanner_id": plan.scanner.id,
+        "team_id": plan.scanner.team_id,
+        "day": plan.day,
+        "window_id": outcome.window_id,
     }
+    walk_sql = sql.load("clickhouse/candidates_walk.sql")
+    try:
+        with clickhouse.client().query_row_block_stream(
+            walk_sql, parameters=sql.bind(walk_sql, params), settings={"max_block_size": config.page_size}
+        ) as stream:
+            rows = (row for block in stream for row in block)
+            outcome.walk = observations.walk(
+                pool,
+                object_store,
+                plan.scanner,
+                plan.day,
+                plan.as_of,
+                observations.pages(rows, config.page_size),
+                config.default_monthly_quota,
+            )
+    except Exception as error:  # noqa: BLE001 - this partition's failure only
+        outcome.error = error
+    outcome.walk_seconds = time.monotonic() - started
 
 
-def _starting_point(context: dg.AssetExecutionContext, day: date, scanner_start: datetime, backfill: bool):
-    own = previous = earlier = None
-    scanner_id = context.partition_key.keys_by_dimension["scanner"]
-    if not backfill:
-        own = _watermark(context.instance, context.partition_key)
-        if own is None:
-            previous = _watermark(context.instance, dg.MultiPartitionKey({"date": (day - timedelta(days=1)).isoformat(), "scanner": scanner_id}))
-        if own is None and previous is None:
-            earlier = earlier_watermark(context.instance, scanner_id, scanner_start.date(), day - timedelta(days=1))
-    return watermarks.starting_point(day, scanner_start, own, previous, backfill, earlier)
+def _split(partition_key: Any) -> tuple[date, str]:
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        keys = partition_key.keys_by_dimension
+        return date.fromisoformat(keys["date"]), keys["scanner"]
+    day, _, scanner_id = str(partition_key).partition("|")
+    return date.fromisoformat(day), scanner_id
 
 
 # How far back a partition without a watermark of its own or of the day before looks for
@@ -288,11 +521,6 @@ def earlier_watermark(
     found = [watermarks.Watermark.from_metadata(values) for values in latest_materializations(instance, OBSERVATION_BATCHES, keys).values()]
     marks = [m for m in found if m is not None]
     return max(marks, key=lambda m: m.key) if marks else None
-
-
-def _watermark(instance: dg.DagsterInstance, partition_key: str) -> watermarks.Watermark | None:
-    found = latest_materialization(instance, OBSERVATION_BATCHES, partition_key)
-    return watermarks.Watermark.from_metadata(found[0]) if found else None
 
 
 def _iso(value: datetime | None) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from session_assets import sql, watermarks
-from session_assets.assets.scanning import candidate_params
+from session_assets.assets.scanning import SweepPlan, candidates_statement
 from session_assets.days import SETTLE
 from session_assets.scanners import compile_filter, parse_scanner, store
 from tests.support import (
@@ -342,11 +342,12 @@ def test_the_candidates_insert_folds_sessions_in_the_rollups_key_order(clickhous
     scanner = parse_scanner({"id": "fold-plan", "team_id": 1, "name": "Fold plan", "kind": "match", "start_at": "2024-02-20T00:00:00Z"})
     compiled = compile_filter(scanner.filter)
     as_of = at("2024-03-02T02:00:00")
-    window = watermarks.window(watermarks.Watermark(end=scanner.start_at), scanner.start_at)
-    params = candidate_params(
-        clickhouse_resource, window, at("2024-03-02T00:00:00"), as_of, window.read_days(as_of), compiled, scanner, DAY, as_of, "w"
+    start = watermarks.StartingPoint(watermarks.Watermark(end=scanner.start_at), "scanner start")
+    window = watermarks.window(start.watermark, scanner.start_at)
+    plan = SweepPlan(
+        f"{DAY}|fold-plan", DAY, scanner, compiled, start, window, window.read_days(as_of), [], as_of, at("2024-03-02T00:00:00"), as_of
     )
-    insert = sql.with_filter(sql.load("clickhouse/candidates_insert.sql"), compiled.sql)
+    insert, params = candidates_statement(clickhouse_resource, [plan, plan], "w")  # two scanners' entries
     select = insert[insert.index("\nSELECT") :]  # the INSERT's own query, settings included
     client = clickhouse_resource.client()
     client.command(  # two days of a few sessions: two day partitions to read
