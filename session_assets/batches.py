@@ -62,6 +62,20 @@ def batch_partitions(run: dg.DagsterRun) -> list[str]:
     return [str(key) for key in config.get("partitions", [])]
 
 
+def processing_order(keys: list[str]) -> list[str]:
+    """The order a batch sweeps its partitions: day by day, oldest first, each day's in the
+    order given (the sensor gives a team's partitions together: they share a candidates pass)."""
+    return sorted(dict.fromkeys(keys), key=lambda key: key.partition("|")[0])
+
+
+def crash_suspect(ordered_keys: list[str], settled: set[str]) -> str | None:
+    """The partition a batch that stopped as a whole (its process killed, a crash) was
+    sweeping: the first one, in processing order, it neither materialized nor recorded a
+    failure for. Retried alone, it cannot take the others down with it again; a store outage
+    costs one partition a run of its own."""
+    return next((key for key in ordered_keys if key not in settled), None)
+
+
 def partition_key(key: str) -> dg.MultiPartitionKey:
     day, _, scanner_id = key.partition("|")
     return dg.MultiPartitionKey({"date": day, "scanner": scanner_id})
@@ -146,9 +160,10 @@ def sweep_partitions(
     # Day by day, oldest first: a scanner's next day resumes from the watermark this batch
     # just recorded for the day before, as it would in a run after that day's run. Each
     # partition's events are yielded (stored) as soon as its observations are durable.
-    for day in sorted({key.partition("|")[0] for key in keys}):
+    ordered = processing_order(keys)
+    for day in sorted({key.partition("|")[0] for key in ordered}):
         plans = []
-        for key in (k for k in keys if k.partition("|")[0] == day):
+        for key in (k for k in ordered if k.partition("|")[0] == day):
             scanner_id = key.partition("|")[2]
             if scanner_id not in stored or scanner_id not in known:
                 yield failure(key, scanner_store.UnknownScanner(scanner_id))

@@ -19,7 +19,15 @@ from psycopg_pool import ConnectionPool
 
 from session_assets import settings, sql, sweeps
 from session_assets.assets import scanner_sweep, session_counter_rollups
-from session_assets.batches import BATCH_TAG, FAILURE_KEY, batch_partitions, batch_run_config, sweep_batch_job
+from session_assets.batches import (
+    BATCH_TAG,
+    FAILURE_KEY,
+    batch_partitions,
+    batch_run_config,
+    crash_suspect,
+    processing_order,
+    sweep_batch_job,
+)
 from session_assets.assets.scanning import OBSERVATION_BATCHES, earlier_watermark
 from session_assets.coverage import RollupRecord
 from session_assets.observations import quota_period
@@ -95,9 +103,15 @@ def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: dat
     sweep_keys = {
         (s.id, d): f"{d.isoformat()}|{s.id}" for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
     }
-    in_flight, failures = _run_states(instance, now)
+    in_flight, failures, stopped_batches = _run_states(instance, now)
     sweep_states = _partition_states(
-        instance, OBSERVATION_BATCHES, sweep_keys, in_flight, failures, _failed_alone_in_batches(instance, sweep_keys.values())
+        instance,
+        OBSERVATION_BATCHES,
+        sweep_keys,
+        in_flight,
+        failures,
+        _failed_alone_in_batches(instance, sweep_keys.values()),
+        stopped_batches,
     )
     # A scanner with no watermark in the watched days resumes from its last one before them.
     for n, s in enumerate(scanners):
@@ -136,6 +150,7 @@ def _partition_states(
     in_flight: set[str],
     failures: dict[str, list[tuple[datetime, bool]]],
     alone_at: dict[str, set[datetime]] | None = None,
+    stopped_batches: list[tuple[datetime, list[str]]] = (),
 ) -> dict[Any, sweeps.PartitionState]:
     latest_ids = instance.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys.values())
@@ -152,14 +167,31 @@ def _partition_states(
             parsed_records.clear()  # a cache: dropping it costs one slower tick, never a wrong one
         for record in found:
             parsed_records[record.storage_id] = _parse(record)
-    alone_at = alone_at or {}
+    alone_at = {key: set(times) for key, times in (alone_at or {}).items()}
+    parsed_by_key = {
+        key: dict(parsed_records.get(latest_ids[key]) or {}) if key in latest_ids else {} for key in keys.values()
+    }
+    # Failures are timed on the tick clock (as-of), so the success they follow must be too:
+    # with `sweep --now` in the past, the wall-clock materialization time is after every one.
+    succeeded_at = {
+        key: parsed.get("succeeded_as_of") or parsed.get("materialized_at") for key, parsed in parsed_by_key.items()
+    }
+    for failed_at, ordered in stopped_batches:
+        # A batch that stopped as a whole: the partition it was sweeping is retried alone.
+        settled = {
+            key
+            for key in ordered
+            if key not in succeeded_at  # not watched any more
+            or (succeeded_at[key] is not None and succeeded_at[key] >= failed_at)
+            or failed_at in alone_at.get(key, ())
+        }
+        suspect = crash_suspect(ordered, settled)
+        if suspect is not None:
+            alone_at.setdefault(suspect, set()).add(failed_at)
     states = {}
     for ident, key in keys.items():
-        storage_id = latest_ids.get(key)
-        parsed = dict(parsed_records.get(storage_id) or {}) if storage_id is not None else {}
-        # Failures are timed on the tick clock (as-of), so the success they follow must be too:
-        # with `sweep --now` in the past, the wall-clock materialization time is after every one.
-        succeeded = parsed.get("succeeded_as_of") or parsed.get("materialized_at")
+        parsed = parsed_by_key[key]
+        succeeded = succeeded_at[key]
         failed = sorted({(t, alone or t in alone_at.get(key, ())) for t, alone in failures.get(key, []) if succeeded is None or t > succeeded})
         states[ident] = sweeps.PartitionState(
             **parsed,
@@ -204,8 +236,11 @@ def _parse(record: Any) -> dict[str, Any]:
     }
 
 
-def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], dict[str, list[tuple[datetime, bool]]]]:
-    """Partitions with a queued or running run; failure times per partition (recent, bounded)."""
+def _run_states(
+    instance: dg.DagsterInstance, now: datetime
+) -> tuple[set[str], dict[str, list[tuple[datetime, bool]]], list[tuple[datetime, list[str]]]]:
+    """Partitions with a queued or running run; failure times per partition (recent, bounded);
+    the failed batch runs (as-of, partitions in the order they sweep them)."""
     in_flight = set()
     for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000):
         run = record.dagster_run
@@ -220,6 +255,7 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
             continue
         in_flight.update(keys)
     failures: dict[str, list[tuple[datetime, bool]]] = defaultdict(list)
+    stopped_batches: list[tuple[datetime, list[str]]] = []
     recent = instance.get_run_records(
         dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.FAILURE], created_after=now - timedelta(days=sweeps.CATCH_UP_DAYS + 1)
@@ -244,7 +280,9 @@ def _run_states(instance: dg.DagsterInstance, now: datetime) -> tuple[set[str], 
         alone = PARTITION_TAG in tags
         for key in keys:
             failures[key].append((failed_at, alone))
-    return in_flight, failures
+        if not alone:
+            stopped_batches.append((failed_at, processing_order(keys)))
+    return in_flight, failures, stopped_batches
 
 
 def _failed_alone_in_batches(instance: dg.DagsterInstance, keys: Any) -> dict[str, set[datetime]]:

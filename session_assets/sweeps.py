@@ -136,11 +136,14 @@ def runs(requests: list[Request], batches: int = 1) -> list[Request | Batch]:
     bins: list[list[Request]] = [[] for _ in range(max(1, min(batches, len(by_team))))]
     for team_requests in sorted(by_team.values(), key=len, reverse=True):
         min(bins, key=len).extend(team_requests)  # greedy: the emptiest batch takes the next team
+    # In the order the batch sweeps them: day by day, oldest first, a team's partitions
+    # together (one candidates pass), the team that waited longest first.
     order = {id(r): n for n, r in enumerate(due)}
+    team_rank = {team: n for n, team in enumerate(dict.fromkeys(r.team_id for r in due))}
     return [
         *singles,
         *(
-            Batch(n, tuple(r.partition_key for r in sorted(b, key=lambda r: order[id(r)])))
+            Batch(n, tuple(r.partition_key for r in sorted(b, key=lambda r: (r.day, team_rank[r.team_id], order[id(r)]))))
             for n, b in enumerate(bins)
             if b
         ),

@@ -13,13 +13,14 @@ import pytest
 
 from session_assets import demo_data, watermarks
 from session_assets.assets.scanning import OBSERVATION_BATCHES, SweepRecords, _candidates_pass, plan_sweep
-from session_assets.batches import FAILURE_KEY
+from session_assets.batches import BATCH_TAG, FAILURE_KEY, batch_run_config, crash_suspect, processing_order
 from session_assets.definitions import build_definitions
 from session_assets.events_io import insert_events
 from session_assets.run_context import latest_materializations
 from session_assets.scanners import store
-from session_assets.sensors import execute_tick, read_tick_state
-from session_assets.sweeps import plan_tick
+from session_assets.run_context import AS_OF_TAG
+from session_assets.sensors import execute_request, execute_tick, read_tick_state
+from session_assets.sweeps import SWEEP_TAG, plan_tick
 from tests.support import add_scanner, at, observed, roll_for_sweeps
 
 END = at("2026-11-20T14:00:00")
@@ -70,7 +71,7 @@ def test_one_pass_for_many_scanners_finds_what_a_pass_per_scanner_finds(instance
     load_day(resources)
     add_scanners(instance, resources, END - timedelta(days=1))
     as_of = END
-    roll_for_sweeps(instance, resources["clickhouse"], as_of, with_check=False)
+    roll_for_sweeps(instance, resources["clickhouse"], as_of, END - timedelta(days=1), with_check=False)
     records = SweepRecords(instance)
     plans = []
     for n, scanner_id in enumerate(SCANNERS):
@@ -153,3 +154,45 @@ def test_a_batch_as_of_the_future_fails_whole_and_records_nothing(instance, reso
     assert result.get_asset_materialization_events() == []
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "ahead of the clock" in str(failure.event_specific_data.error)
+
+
+def test_processing_order_is_day_by_day_in_the_order_given():
+    keys = ["2026-11-20|b", "2026-11-19|c", "2026-11-20|a", "2026-11-19|a", "2026-11-20|b"]
+    assert processing_order(keys) == ["2026-11-19|c", "2026-11-19|a", "2026-11-20|b", "2026-11-20|a"]
+    assert crash_suspect(processing_order(keys), {"2026-11-19|c"}) == "2026-11-19|a"
+    assert crash_suspect(["2026-11-19|c"], {"2026-11-19|c"}) is None
+
+
+def test_a_batch_that_stopped_whole_has_the_partition_it_was_sweeping_retried_alone(instance, resources):
+    """A batch killed mid-way (a crash, an out-of-memory kill) records nothing for the partition
+    it was on. Retried with the others, a partition that crashes its process would stop them
+    all on every tick; so the first partition the batch left unrecorded is retried alone, and
+    the rest with the next batch."""
+    load_day(resources)
+    add_scanners(instance, resources, END - timedelta(days=1))
+    defs = build_definitions(resources)
+    pool = resources["postgres"].pool()
+    first = execute_tick(defs, instance, pool, END)
+    assert all(r["success"] for r in first["runs"])
+
+    # The next tick's batch: it materialized `errors` (its run of its own stands in for the
+    # batch's record), then its process died on `checkout`, before `pages`.
+    stopped_at = END + timedelta(minutes=5)
+    done, crashed, unreached = (f"{DAY}|{s}" for s in ("errors", "checkout", "pages"))
+    tags = {AS_OF_TAG: stopped_at.isoformat(), SWEEP_TAG: "sensor"}
+    (summary,) = execute_request(
+        defs, instance, dg.RunRequest(job_name="sweep_job", partition_key=done, run_key="own", tags=tags)
+    )
+    assert summary["success"], summary
+    batch = instance.create_run_for_job(
+        defs.resolve_job_def("sweep_batch_job"),
+        run_config=batch_run_config([crashed, done, unreached]),  # swept in the order given
+        tags={**tags, BATCH_TAG: "3"},
+    )
+    instance.report_run_failed(batch, "the run worker was killed")
+
+    plan = plan_tick(read_tick_state(instance, pool, stopped_at + timedelta(minutes=10)))
+    by_key = {r.partition_key: r for r in plan.requests}
+    assert by_key[crashed].alone and by_key[crashed].attempt == 1
+    assert not by_key[unreached].alone and by_key[unreached].attempt == 1  # retried with the next batch
+    assert not by_key[done].alone and by_key[done].attempt == 0
