@@ -86,7 +86,7 @@ def figures_of(name: str, text: str) -> list[str]:
         match = GOAL_LINE.match(line)
         if match:
             figure = f"{match['label']}: {match['value']} (goal {match['goal']}) {match['verdict']}"
-        elif name == "e2e" and INFO_LINE.match(line):
+        elif INFO_LINE.match(line):
             figure = line
         else:
             continue
