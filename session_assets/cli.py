@@ -86,8 +86,9 @@ def _prepare_stores(resources) -> None:
 @click.option("--port", default=3000, show_default=True, type=int, help="Port of the Dagster UI.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface of the Dagster UI.")
 def dev(days: int, port: int, host: str) -> None:
-    """Start the embedded stack and `dagster dev` (UI and daemon) against it."""
+    """Start the embedded stack and `dg dev` (UI and daemon) against it."""
     from session_assets import clickhouse, demo
+    from session_assets import stack as stack_module
 
     import dagster as dg
 
@@ -110,8 +111,11 @@ def dev(days: int, port: int, host: str) -> None:
     # Runs open chDB in their own processes; this one must let go of it.
     clickhouse.close_clients()
     console.print(f"Dagster UI on http://{_plain(host)}:{port}  (home {_plain(stack.settings.home)})")
-    command = [sys.executable, "-m", "dagster", "dev", "-m", "session_assets.definitions", "-h", host, "-p", str(port)]
-    # dagster dev in a process group of its own, so that whatever it leaves behind on
+    # `dg dev` (what Dagster 1.13 recommends over `dagster dev`) on a workspace file that names
+    # the code location as pyproject's [tool.dagster] and [tool.dg] do.
+    workspace = stack_module.install_workspace_yaml(stack.dagster_home)
+    command = [str(Path(sys.executable).with_name("dg")), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    # dg dev in a process group of its own, so that whatever it leaves behind on
     # exit can be found: a code server it started has been seen outliving it for hours.
     child = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
     # Stopping this command stops dagster dev too (and then the embedded Postgres with us).

@@ -4,9 +4,10 @@ environment for Dagster processes, and the schemas."""
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from session_assets import postgres, settings
 
@@ -69,10 +70,35 @@ def bring_up(environ: dict[str, str] | None = None) -> Stack:
     return stack
 
 
+# What differs between machines, from the environment (the checkout's file needs none).
+STORAGE_FROM_ENV = {"postgres": {"postgres_url": {"env": settings.DAGSTER_POSTGRES_URL_VAR}}}
+MAX_CONCURRENT_RUNS_FROM_ENV = {"env": settings.MAX_CONCURRENT_RUNS_VAR}
+
+
+def instance_config() -> dict:
+    """The repo's dagster.yaml with Postgres storage and the run limit from the environment."""
+    config = yaml.safe_load(DAGSTER_YAML.read_text()) or {}
+    config["storage"] = STORAGE_FROM_ENV
+    config.setdefault("run_coordinator", {}).setdefault("config", {})["max_concurrent_runs"] = MAX_CONCURRENT_RUNS_FROM_ENV
+    return config
+
+
 def install_dagster_yaml(dagster_home: Path, overwrite: bool = True) -> Path:
-    """Put the project's dagster.yaml in DAGSTER_HOME."""
+    """Put the project's instance config in DAGSTER_HOME."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
     if overwrite or not target.exists():
-        shutil.copyfile(DAGSTER_YAML, target)
+        header = f"# Written by session-assets from {DAGSTER_YAML.name}: edit that one (see its comments).\n"
+        target.write_text(header + yaml.safe_dump(instance_config(), sort_keys=False))
+    return target
+
+
+CODE_LOCATION = "session_assets"  # as pyproject's [tool.dagster] and [tool.dg] name it
+
+
+def install_workspace_yaml(dagster_home: Path) -> Path:
+    """The workspace `dev` serves: this package's definitions, under the code location's name."""
+    target = dagster_home / "workspace.yaml"
+    workspace = {"load_from": [{"python_module": {"module_name": "session_assets.definitions", "location_name": CODE_LOCATION}}]}
+    target.write_text(yaml.safe_dump(workspace, sort_keys=False))
     return target

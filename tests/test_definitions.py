@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
+import pytest
 from dagster_postgres import PostgresRunStorage
 
 from session_assets import postgres, stack
 from session_assets.definitions import defs
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_definitions_load_with_lineage_and_descriptions():
@@ -75,3 +83,20 @@ def test_every_clickhouse_assets_table_name_and_columns_exist(clickhouse_resourc
             assert named and named <= columns, (spec.key, table, named - columns)
         checked += 1
     assert checked >= 2
+
+
+@pytest.mark.parametrize(
+    "command", [["dagster", "definitions", "validate"], ["dg", "check", "defs"]], ids=lambda c: " ".join(c)
+)
+def test_stock_tools_load_the_code_location_in_a_checkout_with_no_environment(tmp_path, command):
+    """In the repo, no DAGSTER_HOME and no SESSION_ASSETS_* variable: they read the checkout's
+    dagster.yaml, and `[tool.dagster]` / `[tool.dg]` name the same module and location."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_ASSETS_", "DAGSTER_"))}
+    env["HOME"] = str(tmp_path)  # nothing of the user's
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name(command[0])), *command[1:]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "loaded successfully" in output or "Validation successful" in output, output[-2000:]

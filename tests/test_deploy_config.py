@@ -246,9 +246,18 @@ def test_the_repo_dagster_yaml_validates_the_same_way(tmp_path, monkeypatch):
 
 def test_both_files_name_the_same_stores_and_limits():
     """The production file extends the repo's; the parts they share must not drift apart."""
-    repo, prod = yaml.safe_load(REPO_YAML.read_text()), yaml.safe_load(PROD_YAML.read_text())
+    repo, prod = stack.instance_config(), yaml.safe_load(PROD_YAML.read_text())
     assert prod["storage"] == repo["storage"]
     assert prod["run_coordinator"]["config"]["max_concurrent_runs"] == repo["run_coordinator"]["config"]["max_concurrent_runs"]
     assert prod["run_retries"] == repo["run_retries"]
     assert prod["retention"] == repo["retention"]
     assert prod["telemetry"] == repo["telemetry"] == {"enabled": False}
+
+
+def test_the_checkouts_dagster_yaml_needs_no_environment(tmp_path, monkeypatch):
+    """Stock `dagster` commands in a checkout read it with no DAGSTER_HOME and no variable set."""
+    for name in REPO_ENV:
+        monkeypatch.delenv(name, raising=False)
+    config = validate_instance_dir(install(tmp_path, REPO_YAML))
+    assert "storage" not in yaml.safe_load(REPO_YAML.read_text())  # SQLite in the stock tools' home
+    assert config["run_coordinator"]["config"]["max_concurrent_runs"] == 1
