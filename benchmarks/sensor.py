@@ -395,7 +395,7 @@ def sweep_metadata(
     return {
         **shared,
         "observed": dg.MetadataValue.int(observed),
-        "deduplicated": dg.MetadataValue.int(0),
+        "already_observed": dg.MetadataValue.int(0),
         "quota_skipped": dg.MetadataValue.int(0),
         "sampled_out": dg.MetadataValue.int(0),
         "candidates": dg.MetadataValue.int(candidates),

@@ -332,9 +332,15 @@ def backfill(scanner_id: str, start: datetime, end: datetime, wait: bool) -> Non
 
     _stack_and_resources()
     with dg.DagsterInstance.get() as instance:
-        backfill_id = backfills.launch(build_definitions(), instance, scanner_id, start.date(), end.date())
+        backfill_id = backfills.launch(instance, scanner_id, start.date(), end.date())
         console.print(f"backfill {_plain(backfill_id)}: {_plain(scanner_id)} {start:%Y-%m-%d}..{end:%Y-%m-%d} (runs by the Dagster daemon)")
         while wait and not backfills.finished(instance, backfill_id):
+            silence = backfills.daemon_silence(instance)
+            if silence is not None:
+                raise click.ClickException(
+                    f"backfill {backfill_id} is waiting for a Dagster daemon, and {silence}: start "
+                    "`session-assets dev` (or `dagster-daemon run` on this instance); the backfill runs once one does"
+                )
             state, done, failed, running = backfills.progress(instance, backfill_id)
             console.print(f"{_plain(state)}: {done} succeeded, {failed} failed, {running} running or queued")
             time.sleep(5)  # a progress display, not synchronisation

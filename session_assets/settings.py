@@ -66,7 +66,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         home=home,
         clickhouse_url=env.get(CLICKHOUSE_URL_VAR) or f"chdb://{home / 'clickhouse'}",
-        clickhouse_database=env.get(CLICKHOUSE_DATABASE_VAR) or "session_assets",
+        clickhouse_database=clickhouse_database_name(env),
         events_table=env.get(EVENTS_TABLE_VAR) or "events",
         postgres_url=env.get(POSTGRES_URL_VAR) or "",
         object_store_url=env.get(OBJECT_STORE_URL_VAR) or f"file://{home / 'objects'}",
@@ -81,3 +81,16 @@ def seconds_setting(name: str, default: int, environ: Mapping[str, str] | None =
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{name}={text!r} is not a positive whole number of seconds")
     return int(text)
+
+
+def clickhouse_database_name(environ: Mapping[str, str] | None = None) -> str:
+    """The ClickHouse database the tables live in, for the assets' fully qualified table names."""
+    env = os.environ if environ is None else environ
+    return env.get(CLICKHOUSE_DATABASE_VAR) or "session_assets"
+
+
+def events_table_name(environ: Mapping[str, str] | None = None) -> str:
+    """The events table, fully qualified (SESSION_ASSETS_EVENTS_TABLE may name another database)."""
+    env = os.environ if environ is None else environ
+    table = env.get(EVENTS_TABLE_VAR) or "events"
+    return table if "." in table else f"{clickhouse_database_name(env)}.{table}"

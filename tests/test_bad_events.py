@@ -132,7 +132,7 @@ def rerun_adds_nothing(instance, resources, scanner_ids: list[str]) -> None:
         later = sweep_ok(instance, resources, scanner_id, AS_OF + timedelta(minutes=10))
         assert later["observed"] == 0
         again = sweep_ok(instance, resources, scanner_id, AS_OF + timedelta(minutes=10), backfill=True)
-        assert (again["observed"], again["deduplicated"]) == (0, len(before[scanner_id]))
+        assert (again["observed"], again["already_observed"]) == (0, len(before[scanner_id]))
         assert observed(resources["postgres"], scanner_id) == before[scanner_id]
     assert quota_used(resources["postgres"]) == used == observation_count(resources["postgres"])
 

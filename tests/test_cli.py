@@ -131,6 +131,19 @@ def test_scanners_commands(tmp_path):
     assert unknown.returncode == 1 and "no scanner with id 'nope'" in unknown.stderr
 
 
+def test_a_backfill_waited_on_with_no_daemon_is_launched_and_says_what_it_waits_for(tmp_path):
+    """Issue #13: launched through the public GraphQL API; `--wait` with no daemon running
+    printed REQUESTED for ever."""
+    scanners = tmp_path / "scanners.yaml"
+    scanners.write_text("- {id: checkout, team_id: 1, name: Checkout, kind: match}\n")
+    assert _cli(tmp_path, "scanners", "add", str(scanners)).returncode == 0
+    waited = _cli(tmp_path, "backfill", "--scanner", "checkout", "--start", "2024-03-01", "--end", "2024-03-02", "--wait")
+    assert waited.returncode == 1 and "Traceback" not in waited.stderr, waited.stdout + waited.stderr
+    assert "backfill " in waited.stdout and "checkout 2024-03-01..2024-03-02" in waited.stdout
+    assert "waiting for a Dagster daemon" in waited.stderr and "no Dagster daemon has run" in waited.stderr
+    assert "session-assets dev" in waited.stderr
+
+
 def test_scanner_names_print_as_written_never_as_rich_markup(tmp_path):
     """Issue #14: a scanner named `[/]` broke `scanners list` (rich markup), and a name could plant a
     terminal hyperlink (`[link=...]`, or the escape sequence itself)."""

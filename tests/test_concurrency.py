@@ -168,7 +168,7 @@ def test_a_hand_backfill_racing_a_sensor_sweep_observes_each_session_once(
     shop = sum(1 for scanner_id, _ in expected if scanner_id == "shop")
     assert by_backfill["observed"] + by_sensor["observed"] == shop
     assert by_backfill["quota_skipped"] == by_sensor["quota_skipped"] == 0  # the exact limit: no double reservation
-    assert by_backfill["observed"] + by_backfill["deduplicated"] == by_backfill["candidates"] == shop
+    assert by_backfill["observed"] + by_backfill["already_observed"] == by_backfill["candidates"] == shop
     assert all(check.passed for check in backfill.get_asset_check_evaluations())
     state = stack_state(resources, pg_instance, as_of, local_objects(tmp_path / "objects"))
     assert_store_state(state, expected, as_of - SETTLE, sessions)

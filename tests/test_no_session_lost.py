@@ -343,5 +343,5 @@ def test_a_scanner_re_enabled_after_the_watched_days_resumes_from_its_last_water
         materialize_rollup(instance, resources["clickhouse"], date(2024, 2, 26) + timedelta(days=n), t2, with_check=False)
     meta = sweep_metadata(sweep(instance, resources, "errors", date(2024, 3, 5), t2))
     assert meta["resumed_from"] == "earlier day: 2024-03-02T00:00:00+00:00"
-    assert (meta["observed"], meta["deduplicated"]) == (1, 0)  # "before" is not walked again
+    assert (meta["observed"], meta["already_observed"]) == (1, 0)  # "before" is not walked again
     assert set(observed(resources["postgres"], "errors")) == {"before", "during-pause"}

@@ -35,6 +35,10 @@ GRAPH_PATH = "/asset-groups?expanded=global@global:sessions,global@global:scanni
 # Dagster's "Join the Dagster community" dialog covers the page on localhost until dismissed.
 DISMISS_COMMUNITY_DIALOG = "window.localStorage.setItem('communityNux', JSON.stringify('1'))"
 
+EVENTS_NODE = """query {
+  assetNodes(assetKeys: [{path: ["events"]}]) {
+    kinds owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
+    assetObservations(limit: 1) { timestamp metadataEntries { label } } } }"""
 LATEST_MATERIALIZATION = """query {
   assetOrError(assetKey: {path: ["observation_batches"]}) { ... on Asset {
     assetMaterializations(partitions: [%s], limit: %d) {
@@ -100,6 +104,13 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
     (latest,) = materializations(partition, 1)
     assert set(METADATA_LABELS) <= set(latest["metadata"]), latest["metadata"]
     print(f"\nsensor run {first['runId']} swept {len(first['partitions'])} partitions, {partition} among them")
+
+    # `events`, the source: its kind and owner shown, and observed by the rollup runs.
+    (events_node,) = client._execute(EVENTS_NODE)["assetNodes"]  # noqa: SLF001
+    assert events_node["kinds"] == ["clickhouse"], events_node
+    assert events_node["owners"] == [{"team": "data-platform"}], events_node
+    (observed_events,) = events_node["assetObservations"]
+    assert {"events_last_2_days", "newest_inserted_at"} <= {e["label"] for e in observed_events["metadataEntries"]}
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)

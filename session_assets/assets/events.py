@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from session_assets import settings
 from session_assets.resources import ClickHouseResource
 
 EVENTS_COLUMNS = dg.TableSchema(
@@ -24,25 +25,39 @@ EVENTS_COLUMNS = dg.TableSchema(
 OBSERVATION_WINDOW = timedelta(days=2)
 
 
-@dg.observable_source_asset(
+EVENTS = dg.AssetSpec(
+    "events",
     description=(
         "Raw product-analytics events in ClickHouse, PostHog's `events` shape "
         "(SESSION_ASSETS_EVENTS_TABLE; by default `events` in the project's database). "
-        "Observing it records the newest `inserted_at` as the data version."
+        "Observed by every rollup run (and by Observe in the UI): its events of the last two "
+        "days and the newest `inserted_at`, the data version."
     ),
     group_name="sessions",
     owners=["team:data-platform"],
     kinds={"clickhouse"},
-    metadata={"dagster/column_schema": EVENTS_COLUMNS},
+    metadata={"dagster/column_schema": EVENTS_COLUMNS, "dagster/table_name": settings.events_table_name()},
 )
-def events(clickhouse: ClickHouseResource) -> dg.ObserveResult:
+
+
+def observation_metadata(clickhouse: ClickHouseResource) -> tuple[dg.DataVersion, dict[str, dg.MetadataValue]]:
     since = datetime.now(timezone.utc) - OBSERVATION_WINDOW
     recent_events, newest_inserted_at = clickhouse.query("events_recent", since=since).result_rows[0]
-    return dg.ObserveResult(
-        data_version=dg.DataVersion(str(newest_inserted_at or "empty")),
-        metadata={
-            "table": dg.MetadataValue.text(f"{clickhouse.events.database}.{clickhouse.events.table}"),
-            "events_last_2_days": dg.MetadataValue.int(int(recent_events)),
-            "newest_inserted_at": dg.MetadataValue.text(str(newest_inserted_at) if newest_inserted_at else "none"),
-        },
-    )
+    newest = newest_inserted_at.replace(tzinfo=timezone.utc) if newest_inserted_at else None
+    return dg.DataVersion(newest.isoformat() if newest else "empty"), {
+        "dagster/table_name": dg.MetadataValue.text(f"{clickhouse.events.database}.{clickhouse.events.table}"),
+        "events_last_2_days": dg.MetadataValue.int(int(recent_events)),
+        "newest_inserted_at": dg.MetadataValue.timestamp(newest) if newest else dg.MetadataValue.text("none"),
+    }
+
+
+def observation(clickhouse: ClickHouseResource) -> dg.AssetObservation:
+    """What a rollup run logs of `events`."""
+    version, metadata = observation_metadata(clickhouse)
+    return dg.AssetObservation(asset_key=EVENTS.key, metadata=metadata, tags={"dagster/data_version": version.value})
+
+
+@dg.multi_observable_source_asset(specs=[EVENTS])
+def events(clickhouse: ClickHouseResource) -> dg.ObserveResult:
+    version, metadata = observation_metadata(clickhouse)
+    return dg.ObserveResult(asset_key=EVENTS.key, data_version=version, metadata=metadata)

@@ -8,6 +8,8 @@ from typing import Literal, Mapping
 
 import dagster as dg
 
+from session_assets import settings
+from session_assets.assets import events as events_module
 from session_assets.assets.events import events
 from session_assets.coverage import VISIBILITY_LAG, RollupRecord, day_coverage, late_horizon
 from session_assets.days import day_start, is_complete
@@ -102,7 +104,7 @@ def plan_rollup(
     group_name="sessions",
     owners=["team:data-platform"],
     kinds={"clickhouse"},
-    metadata={"dagster/column_schema": ROLLUP_COLUMNS, "dagster/table_name": "session_counter_rollups_v2"},
+    metadata={"dagster/column_schema": ROLLUP_COLUMNS, "dagster/table_name": f"{settings.clickhouse_database_name()}.session_counter_rollups_v2"},
 )
 def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
     started = time.monotonic()
@@ -139,6 +141,9 @@ def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: Click
     duration = time.monotonic() - started
     if late_days:
         context.log.info(f"re-rolled late events of {', '.join(map(str, late_days))}")
+    if day == as_of.date():
+        # The rollups read `events` every tick: the UI shows what they saw as its observation.
+        context.log_event(events_module.observation(clickhouse))
     return dg.MaterializeResult(
         metadata={
             "covered_until": dg.MetadataValue.timestamp(as_of),

@@ -14,9 +14,9 @@ from typing import Any, Iterator
 
 import dagster as dg
 
-from session_assets import observations, sql, watermarks
+from session_assets import observations, settings, sql, watermarks
 from session_assets.failpoints import failpoint
-from session_assets.assets.rollups import read_rollup_records, session_counter_rollups
+from session_assets.assets.rollups import ROLLUP_COLUMNS, read_rollup_records, session_counter_rollups
 from session_assets.coverage import RollupRecord, coverage, missing_days
 from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
@@ -37,16 +37,23 @@ class SweepConfig(dg.Config):
 CANDIDATE_WINDOWS = dg.AssetKey("scanner_candidate_windows")
 OBSERVATION_BATCHES = dg.AssetKey("observation_batches")
 
+COUNTER_NAMES = (
+    "event_count", "pageview_count", "autocapture_count", "rageclick_count", "exception_count",
+    "ai_generation_count", "input_tokens", "output_tokens", "cost_usd", "entry_url",
+)  # fmt: skip
 CANDIDATE_COLUMNS = dg.TableSchema(
     columns=[
         dg.TableColumn("scanner_id", "String"),
         dg.TableColumn("team_id", "Int64"),
         dg.TableColumn("day", "Date", description="The (scanner, day) partition that found the session."),
         dg.TableColumn("session_id", "String"),
+        dg.TableColumn("distinct_id", "String"),
         dg.TableColumn("session_start", "DateTime64(6, 'UTC')"),
         dg.TableColumn("session_end", "DateTime64(6, 'UTC')", description="Keyset with session_id."),
         dg.TableColumn("duration_s", "Int64"),
-        dg.TableColumn("event_count … cost_usd", "counters", description="The session counters the verdict used."),
+        # The session counters the verdict used, as in the rollups.
+        *(column for column in ROLLUP_COLUMNS.columns if column.name in COUNTER_NAMES),
+        dg.TableColumn("max_inserted_at", "DateTime64(6, 'UTC')", description="Newest inserted_at of the session's events."),
         dg.TableColumn("late", "UInt8", description="Found again because its events arrived late."),
         dg.TableColumn("sampled", "UInt8", description="Passed the scanner's deterministic sample."),
         dg.TableColumn("window_id", "String", description="The sweep attempt that wrote the row."),
@@ -85,7 +92,7 @@ OBSERVATION_COLUMNS = dg.TableSchema(
             group_name="scanning",
             owners=["team:data-platform"],
             kinds={"clickhouse"},
-            metadata={"dagster/column_schema": CANDIDATE_COLUMNS, "dagster/table_name": "scanner_candidates"},
+            metadata={"dagster/column_schema": CANDIDATE_COLUMNS, "dagster/table_name": f"{settings.clickhouse_database_name()}.scanner_candidates"},
         ),
         dg.AssetSpec(
             OBSERVATION_BATCHES,
@@ -101,7 +108,7 @@ OBSERVATION_COLUMNS = dg.TableSchema(
             group_name="scanning",
             owners=["team:data-platform"],
             kinds={"postgres", "s3"},
-            metadata={"dagster/column_schema": OBSERVATION_COLUMNS, "dagster/table_name": "observations"},
+            metadata={"dagster/column_schema": OBSERVATION_COLUMNS, "dagster/table_name": "public.observations"},
         ),
     ],
     can_subset=False,
@@ -198,6 +205,16 @@ class SweepOutcome:
         plan, walk = self.plan, self.walk
         return watermarks.next_watermark(plan.start.watermark, plan.frontier, walk.last_handled, walk.stopped_at, plan.seen)
 
+    def summary(self) -> str:
+        """One sentence an analyst reads first: found, new, already observed, held back."""
+        walk, counts = self.walk, self.counts
+        parts = [f"{walk.observed} new observation{'s' if walk.observed != 1 else ''}"]
+        if walk.deduplicated:
+            parts.append(f"{walk.deduplicated} already observed by an earlier sweep or backfill")
+        if not walk.finished:
+            parts.append(f"{counts['candidates'] - walk.handled} waiting for quota")
+        return f"{counts['candidates']} sessions found in the window: " + ", ".join(parts)
+
     def metadata(self, object_store: ObjectStoreResource) -> tuple[dict[str, Any], dict[str, Any]]:
         """The two materializations' metadata: the candidate window's, and the batches' (with the watermark)."""
         plan, walk, counts = self.plan, self.walk, self.counts
@@ -226,8 +243,11 @@ class SweepOutcome:
         }
         batches = {
             **shared,
+            "summary": dg.MetadataValue.text(self.summary()),
             "observed": dg.MetadataValue.int(walk.observed),
-            "deduplicated": dg.MetadataValue.int(walk.deduplicated),
+            # Found again (a re-swept stretch, a backfill): observed once already, not counted twice.
+            "already_observed": dg.MetadataValue.int(walk.deduplicated),
+            "dagster/row_count": dg.MetadataValue.int(walk.observed),
             "quota_skipped": dg.MetadataValue.int(quota_skipped),
             "sampled_out": dg.MetadataValue.int(counts["sampled_out"]),
             "candidates": dg.MetadataValue.int(counts["candidates"]),

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
@@ -348,3 +348,17 @@ def test_an_event_stored_twice_counts_once_as_first_inserted(instance, clickhous
     assert (row["event_count"], row["ai_generation_count"], row["input_tokens"]) == (2, 1, 7)
     assert row["max_inserted_at"] == first["inserted_at"]
     pd.testing.assert_frame_equal(rollups_frame(clickhouse_resource, DAY), expected_rollups(rows + [again], t1 + timedelta(minutes=5), DAY))
+
+
+def test_the_rollup_of_the_as_of_day_observes_events(instance, clickhouse_resource):
+    """`events` shows as observed in the UI: each tick's rollup of today logs what it saw."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    rows = [event("$pageview", now - timedelta(minutes=m), "s1", inserted_at=now - timedelta(minutes=m)) for m in (3, 2)]
+    insert_rows(clickhouse_resource, rows)
+    materialize_rollup(instance, clickhouse_resource, now.date() - timedelta(days=1), now)  # an earlier day: none
+    assert instance.fetch_observations(dg.AssetKey("events"), limit=1).records == []
+    materialize_rollup(instance, clickhouse_resource, now.date(), now)
+    (record,) = instance.fetch_observations(dg.AssetKey("events"), limit=5).records
+    metadata = record.asset_observation.metadata
+    assert metadata["events_last_2_days"].value == 2
+    assert metadata["newest_inserted_at"].value == (now - timedelta(minutes=2)).timestamp()

@@ -69,7 +69,7 @@ def test_a_sweep_observes_settled_sessions_and_records_the_watermark(instance, r
     roll(instance, resources, later)
     meta = sweep_metadata(sweep(instance, resources, "errors", DAY, later))
     assert set(observed(resources["postgres"], "errors")) == {"a", "b"}
-    assert (meta["observed"], meta["deduplicated"]) == (1, 0)  # a was not a candidate again
+    assert (meta["observed"], meta["already_observed"]) == (1, 0)  # a was not a candidate again
 
 
 def test_settle_cutoff_is_inclusive(instance, resources):
@@ -102,7 +102,7 @@ def test_keyset_excludes_the_watermark_itself_and_keeps_ties_across_pages(instan
     meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of + timedelta(minutes=5), page_size=2))
     assert set(observed(resources["postgres"], "errors")) == {"t1", "t2", "t3", "t4", "t5", "after"}
     # Strictly after (end, t3): t3 is not even a candidate again.
-    assert (meta["candidates"], meta["observed"], meta["deduplicated"]) == (3, 3, 0)
+    assert (meta["candidates"], meta["observed"], meta["already_observed"]) == (3, 3, 0)
 
 
 def test_lookback_of_26_hours_from_the_watermark(instance, resources):
@@ -205,7 +205,7 @@ def test_a_run_failing_half_way_reruns_without_gap_or_duplicate(instance, resour
     final = observed(resources["postgres"], "errors")
     assert set(final) == set(ids)
     assert all(final[s]["created_at"] == first[s]["created_at"] for s in first)  # retries keep created_at
-    assert (meta["observed"], meta["deduplicated"]) == (4, 3)
+    assert (meta["observed"], meta["already_observed"]) == (4, 3)
     with resources["postgres"].pool().connection() as conn:
         used = conn.execute("SELECT used FROM team_quotas WHERE team_id = 1").fetchone()[0]
         batches = conn.execute("SELECT seq, rows FROM observation_batches ORDER BY seq").fetchall()
@@ -283,7 +283,7 @@ def test_a_backfill_recomputes_the_partition_and_dedupes_against_sweeps(instance
     sweep(instance, resources, "errors", DAY, as_of)
     before = observed(resources["postgres"], "errors")
     meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of + timedelta(minutes=5), backfill=True))
-    assert (meta["candidates"], meta["observed"], meta["deduplicated"]) == (4, 0, 4)
+    assert (meta["candidates"], meta["observed"], meta["already_observed"]) == (4, 0, 4)
     assert observed(resources["postgres"], "errors") == before
 
 
