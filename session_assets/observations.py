@@ -51,6 +51,16 @@ def quota_period(as_of: datetime) -> date:
     return as_of.date().replace(day=1)
 
 
+PREVIEW_ROWS = 20  # flagged sessions listed in a partition's materialization
+
+
+@dataclass(frozen=True)
+class FlaggedSession:
+    session_id: str
+    verdict: str
+    score: float | None
+
+
 @dataclass
 class WalkResult:
     """What walking one window's candidates did."""
@@ -62,6 +72,8 @@ class WalkResult:
     batch_keys: list[str] = field(default_factory=list)
     last_handled: tuple[datetime, str] | None = None
     stopped_at: tuple[datetime, str] | None = None  # keyset of the first session quota refused
+    flagged: int = 0  # observations written with a verdict other than "ok"
+    preview: list[FlaggedSession] = field(default_factory=list)  # the first PREVIEW_ROWS of them
 
     @property
     def finished(self) -> bool:
@@ -128,6 +140,8 @@ def walk(
             outcome = write_page(pool, object_store, scanner, day, as_of, page, default_quota, prepared.result())
             result.observed += outcome.observed
             result.deduplicated += outcome.deduplicated
+            result.flagged += len(outcome.flagged)
+            result.preview.extend(outcome.flagged[: PREVIEW_ROWS - len(result.preview)])
             result.handled += outcome.handled
             if outcome.batch_key:
                 result.batch_keys.append(outcome.batch_key)
@@ -179,6 +193,7 @@ class PageOutcome:
     batch_key: str | None
     last_handled: tuple[datetime, str] | None
     stopped_at: tuple[datetime, str] | None = None
+    flagged: list[FlaggedSession] = field(default_factory=list)  # written with a verdict other than "ok"
 
 
 def write_page(
@@ -213,6 +228,7 @@ def write_page(
             accepted, refused = new[:granted], new[granted:]
         key = None
         inserted = 0
+        flagged: list[FlaggedSession] = []
         if accepted:
             seq = conn.execute(sql.load("postgres/batch_next_seq.sql"), {"scanner_id": scanner.id, "day": day}).fetchone()[0]
             key = batch_key(scanner.team_id, scanner.id, day, seq)
@@ -232,6 +248,11 @@ def write_page(
                 ).fetchall()
             )
             lines = [f'{prepared.lines[i]}{created[ids[i]].isoformat()}"}}' for i in accepted if ids[i] in created]
+            flagged = [
+                FlaggedSession(ids[i], prepared.verdicts[i].verdict, prepared.verdicts[i].score)
+                for i in accepted
+                if ids[i] in created and prepared.verdicts[i].verdict != "ok"
+            ]
             inserted = len(lines)
             unused = granted - inserted
             if unused:  # already observed, or lost a race with another run for the same sessions
@@ -268,6 +289,7 @@ def write_page(
         batch_key=key,
         last_handled=last,
         stopped_at=stopped,
+        flagged=flagged,
     )
 
 

@@ -24,6 +24,7 @@ START_DATE_VAR = "SESSION_ASSETS_START_DATE"
 MAX_CONCURRENT_RUNS_VAR = "SESSION_ASSETS_MAX_CONCURRENT_RUNS"
 SWEEP_INTERVAL_VAR = "SESSION_ASSETS_SWEEP_INTERVAL_SECONDS"
 RETRY_BACKOFF_VAR = "SESSION_ASSETS_RETRY_BACKOFF_SECONDS"
+POSTHOG_URL_VAR = "SESSION_ASSETS_POSTHOG_URL"  # e.g. https://us.posthog.com: links to session replays
 
 DEFAULT_START_DATE = "2024-01-01"
 
@@ -94,3 +95,13 @@ def events_table_name(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     table = env.get(EVENTS_TABLE_VAR) or "events"
     return table if "." in table else f"{clickhouse_database_name(env)}.{table}"
+
+
+def posthog_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The PostHog app the flagged-session previews link to; None when unset or not http(s)."""
+    from urllib.parse import urlsplit
+
+    env = os.environ if environ is None else environ
+    url = (env.get(POSTHOG_URL_VAR) or "").strip().rstrip("/")
+    parts = urlsplit(url)
+    return url if parts.scheme in ("http", "https") and parts.netloc and not parts.query and not parts.fragment else None

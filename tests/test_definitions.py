@@ -100,3 +100,11 @@ def test_stock_tools_load_the_code_location_in_a_checkout_with_no_environment(tm
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "loaded successfully" in output or "Validation successful" in output, output[-2000:]
+
+
+def test_rollups_and_observation_batches_are_fresh_within_the_latency_goal():
+    """Issue #13: the UI shows them stale when not updated within 45 minutes (the latency goal)."""
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
+    for key in ("session_counter_rollups", "observation_batches"):
+        policy = specs[dg.AssetKey(key)].freshness_policy
+        assert policy is not None and policy.fail_window.to_timedelta().total_seconds() == 45 * 60, key

@@ -17,6 +17,10 @@ from session_assets.partitions import daily_partitions_def
 from session_assets.resources import ClickHouseResource
 from session_assets.run_context import is_backfill, latest_materializations, parse_as_of
 
+# The latency goal, session end -> observation: 45 min (35 to settle, then a tick or two).
+# A sweep materializes both assets every tick; one not updated for this long is stale.
+LATENCY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=45), warn_window=timedelta(minutes=15))
+
 ROLLUP_COLUMNS = dg.TableSchema(
     columns=[
         dg.TableColumn("team_id", "Int64", description="Owning team."),
@@ -105,6 +109,7 @@ def plan_rollup(
     owners=["team:data-platform"],
     kinds={"clickhouse"},
     metadata={"dagster/column_schema": ROLLUP_COLUMNS, "dagster/table_name": f"{settings.clickhouse_database_name()}.session_counter_rollups_v2"},
+    freshness_policy=LATENCY_FRESHNESS,
 )
 def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
     started = time.monotonic()

@@ -11,12 +11,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import dagster as dg
 
 from session_assets import observations, settings, sql, watermarks
 from session_assets.failpoints import failpoint
-from session_assets.assets.rollups import ROLLUP_COLUMNS, read_rollup_records, session_counter_rollups
+from session_assets.assets.rollups import LATENCY_FRESHNESS, ROLLUP_COLUMNS, read_rollup_records, session_counter_rollups
 from session_assets.coverage import RollupRecord, coverage, missing_days
 from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
@@ -109,6 +110,7 @@ OBSERVATION_COLUMNS = dg.TableSchema(
             owners=["team:data-platform"],
             kinds={"postgres", "s3"},
             metadata={"dagster/column_schema": OBSERVATION_COLUMNS, "dagster/table_name": "public.observations"},
+            freshness_policy=LATENCY_FRESHNESS,
         ),
     ],
     can_subset=False,
@@ -205,6 +207,23 @@ class SweepOutcome:
         plan, walk = self.plan, self.walk
         return watermarks.next_watermark(plan.start.watermark, plan.frontier, walk.last_handled, walk.stopped_at, plan.seen)
 
+    def flagged_preview(self, posthog: str | None) -> str:
+        """Markdown: the first flagged sessions this run observed, linked to their PostHog replay."""
+        walk = self.walk
+        if not walk.preview:
+            return f"No flagged session among the {walk.observed} new observations."
+        rows = ["| session | verdict | score |", "|---|---|---|"]
+        for flagged in walk.preview:
+            shown = markdown_text(flagged.session_id)
+            if posthog:
+                shown = f"[{shown}]({posthog}/project/{self.plan.scanner.team_id}/replay/{quote(flagged.session_id, safe='')})"
+            score = "" if flagged.score is None else f"{flagged.score:g}"
+            rows.append(f"| {shown} | {markdown_text(flagged.verdict)} | {score} |")
+        more = walk.flagged - len(walk.preview)
+        if more > 0:
+            rows.append(f"\n… and {more} more in the batch objects.")
+        return "\n".join(rows)
+
     def summary(self) -> str:
         """One sentence an analyst reads first: found, new, already observed, held back."""
         walk, counts = self.walk, self.counts
@@ -244,6 +263,8 @@ class SweepOutcome:
         batches = {
             **shared,
             "summary": dg.MetadataValue.text(self.summary()),
+            "flagged": dg.MetadataValue.int(walk.flagged),
+            "flagged_sessions": dg.MetadataValue.md(self.flagged_preview(settings.posthog_url())),
             "observed": dg.MetadataValue.int(walk.observed),
             # Found again (a re-swept stretch, a backfill): observed once already, not counted twice.
             "already_observed": dg.MetadataValue.int(walk.deduplicated),
@@ -257,6 +278,11 @@ class SweepOutcome:
             "duration_s": dg.MetadataValue.float(round(self.window_seconds + self.walk_seconds, 3)),
         }
         return candidates, batches
+
+
+def markdown_text(value: str) -> str:
+    """`value` shown literally in a markdown table cell: a session id is whatever the SDK sent."""
+    return "".join(f"&#{ord(c)};" if not (c.isascii() and (c.isalnum() or c in " -_.:")) else c for c in value)
 
 
 class SweepRecords:

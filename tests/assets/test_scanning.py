@@ -359,3 +359,29 @@ def test_the_candidates_insert_folds_sessions_in_the_rollups_key_order(clickhous
     plan = "\n".join(row[0] for row in client.query("EXPLAIN PIPELINE " + select, parameters=sql.bind(select, params)).result_rows)
     assert "AggregatingInOrderTransform" in plan, plan
     assert "AggregatingTransform" not in plan.replace("AggregatingInOrderTransform", ""), plan
+
+
+def test_a_partitions_materialization_previews_its_flagged_sessions(instance, resources, monkeypatch):
+    """Issue #13: an analyst reads a scanner's results in the UI: the flagged sessions (linked to
+    their PostHog replay when SESSION_ASSETS_POSTHOG_URL is set), a summary that says what
+    'already observed' means, and the batch objects. A session id is the SDK's text: it is
+    shown literally, never as markdown or HTML."""
+    monkeypatch.setenv("SESSION_ASSETS_POSTHOG_URL", "https://eu.posthog.com/")
+    add_scanner(instance, resources["postgres"])
+    hostile = "x|[y](javascript:z)<b>"
+    for sid in ("plain", hostile):
+        insert_rows(resources["clickhouse"], session(sid, at("2024-03-01T09:00:00"), at("2024-03-01T09:10:00")))
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    meta = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of))
+    preview = meta["flagged_sessions"]
+    assert meta["flagged"] == 2 and meta["dagster/row_count"] == 2
+    assert "[plain](https://eu.posthog.com/project/1/replay/plain)" in preview
+    assert "https://eu.posthog.com/project/1/replay/x%7C%5By%5D%28javascript%3Az%29%3Cb%3E" in preview
+    assert hostile not in preview and "<b>" not in preview and "](javascript" not in preview
+    assert meta["summary"] == "2 sessions found in the window: 2 new observations"
+    assert len(meta["batch_keys"]) == 1
+
+    again = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of + timedelta(minutes=5), backfill=True))
+    assert again["summary"] == "2 sessions found in the window: 0 new observations, 2 already observed by an earlier sweep or backfill"
+    assert again["flagged_sessions"] == "No flagged session among the 0 new observations."
