@@ -64,6 +64,9 @@ def main() -> None:
     # Dagster flags beta/preview APIs on every import; they are noise on a terminal.
     warnings.filterwarnings("ignore", category=Warning, module=r"dagster(\..*)?$")
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    from session_assets import settings
+
+    settings.adopt_remembered_start_date()
 
 
 def _stack_and_resources():
@@ -87,7 +90,7 @@ def _prepare_stores(resources) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface of the Dagster UI.")
 def dev(days: int, port: int, host: str) -> None:
     """Start the embedded stack and `dg dev` (UI and daemon) against it."""
-    from session_assets import clickhouse, demo
+    from session_assets import clickhouse, demo, settings
     from session_assets import stack as stack_module
 
     import dagster as dg
@@ -104,6 +107,7 @@ def dev(days: int, port: int, host: str) -> None:
         console.print(f"loaded {loaded:,} demo events over {days} days")
         with dg.DagsterInstance.get() as instance:
             demo_days = demo.demo_days(now, days)
+            settings.remember_start_date(stack.settings.home, demo_days[0] - timedelta(days=1))
             demo.install_example_scanners(resources["postgres"].pool(), instance, demo.day_start_of(demo_days[0]))
             demo.materialize_rollups(
                 build_definitions(), instance, [demo_days[0] - timedelta(days=1), *demo_days], now
@@ -153,16 +157,18 @@ def demo(days: int) -> None:
     import dagster as dg
 
     from session_assets import demo as demo_module
+    from session_assets import settings
     from session_assets.definitions import build_definitions
     from session_assets.partitions import scanner_partitions_def
 
     stack, resources = _stack_and_resources()
     _prepare_stores(resources)
     now = demo_module.utc_now()
+    days_list = demo_module.demo_days(now, days)
     if demo_module.events_table_is_empty(resources["clickhouse"]):
         loaded = demo_module.load_demo_events(resources["clickhouse"], days, now)
         console.print(f"loaded {loaded:,} demo events over {days} days")
-    days_list = demo_module.demo_days(now, days)
+        settings.remember_start_date(stack.settings.home, days_list[0] - timedelta(days=1))
     with dg.DagsterInstance.get() as instance:
         demo_module.install_example_scanners(resources["postgres"].pool(), instance, demo_module.day_start_of(days_list[0]))
         defs = build_definitions()

@@ -105,3 +105,31 @@ def posthog_url(environ: Mapping[str, str] | None = None) -> str | None:
     url = (env.get(POSTHOG_URL_VAR) or "").strip().rstrip("/")
     parts = urlsplit(url)
     return url if parts.scheme in ("http", "https") and parts.netloc and not parts.query and not parts.fragment else None
+
+
+START_DATE_FILE = "start_date"  # in SESSION_ASSETS_HOME: the first day of the demo data `dev`/`demo` loaded
+
+
+def adopt_remembered_start_date(environ: dict[str, str] | None = None) -> None:
+    """Unless SESSION_ASSETS_START_DATE is set, take the start date the embedded stack
+    remembered when it loaded its demo data: the UI's partitions then begin where the data
+    does (not years before it, all empty). Called before the partitions module is imported."""
+    env = os.environ if environ is None else environ
+    if env.get(START_DATE_VAR):
+        return
+    remembered = Path(env.get(HOME_VAR) or "./.session_assets").expanduser() / START_DATE_FILE
+    try:
+        text = remembered.read_text().strip()
+        date.fromisoformat(text)
+    except (OSError, ValueError):
+        return
+    env[START_DATE_VAR] = text
+
+
+def remember_start_date(home: Path, first_day: date, environ: dict[str, str] | None = None) -> None:
+    """Record the first day of freshly loaded demo data as the stack's start date (unless one is set)."""
+    env = os.environ if environ is None else environ
+    if env.get(START_DATE_VAR):
+        return
+    (home / START_DATE_FILE).write_text(first_day.isoformat() + "\n")
+    env[START_DATE_VAR] = first_day.isoformat()

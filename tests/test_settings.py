@@ -25,3 +25,29 @@ def test_backoff_doubles_from_its_base_and_caps_at_twelve_times_it():
     assert [sweeps.backoff(n) for n in (1, 2, 3, 4, 5)] == [timedelta(minutes=m) for m in (5, 10, 20, 40, 60)]
     base = timedelta(seconds=2)
     assert [sweeps.backoff(n, base) for n in (1, 2, 3, 4, 5, 9)] == [timedelta(seconds=s) for s in (2, 4, 8, 16, 24, 24)]
+
+
+def test_the_embedded_stack_remembers_where_its_demo_data_starts(tmp_path):
+    """Issue #13: partitions from 2024-01-01 showed the lineage '0% filled' over a few days of
+    demo data. The first load records its first day; later commands adopt it, and a
+    start date the user set always wins."""
+    from datetime import date
+
+    from session_assets import settings
+
+    env = {settings.HOME_VAR: str(tmp_path)}
+    settings.adopt_remembered_start_date(env)
+    assert settings.START_DATE_VAR not in env  # nothing remembered yet: the default applies
+    settings.remember_start_date(tmp_path, date(2026, 12, 1), env)
+    assert env[settings.START_DATE_VAR] == "2026-12-01"
+
+    later = {settings.HOME_VAR: str(tmp_path)}
+    settings.adopt_remembered_start_date(later)
+    assert later[settings.START_DATE_VAR] == "2026-12-01"
+    assert settings.load_settings(later).start_date == date(2026, 12, 1)
+
+    chosen = {settings.HOME_VAR: str(tmp_path), settings.START_DATE_VAR: "2025-06-01"}
+    settings.adopt_remembered_start_date(chosen)
+    settings.remember_start_date(tmp_path, date(2026, 12, 3), chosen)
+    assert chosen[settings.START_DATE_VAR] == "2025-06-01"
+    assert (tmp_path / settings.START_DATE_FILE).read_text().strip() == "2026-12-01"

@@ -35,6 +35,9 @@ GRAPH_PATH = "/asset-groups?expanded=global@global:sessions,global@global:scanni
 # Dagster's "Join the Dagster community" dialog covers the page on localhost until dismissed.
 DISMISS_COMMUNITY_DIALOG = "window.localStorage.setItem('communityNux', JSON.stringify('1'))"
 
+ROLLUP_PARTITIONS = """query {
+  assetNodes(assetKeys: [{path: ["session_counter_rollups"]}]) {
+    partitionStats { numMaterialized numPartitions numFailed } } }"""
 EVENTS_NODE = """query {
   assetNodes(assetKeys: [{path: ["events"]}]) {
     kinds owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
@@ -111,6 +114,11 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
     assert events_node["owners"] == [{"team": "data-platform"}], events_node
     (observed_events,) = events_node["assetObservations"]
     assert {"events_last_2_days", "newest_inserted_at"} <= {e["label"] for e in observed_events["metadataEntries"]}
+
+    # The lineage's rollup partitions begin where the demo data does: all of them filled.
+    (rollups_node,) = client._execute(ROLLUP_PARTITIONS)["assetNodes"]  # noqa: SLF001
+    stats = rollups_node["partitionStats"]
+    assert stats["numMaterialized"] == stats["numPartitions"] and stats["numPartitions"] <= 4, stats
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
