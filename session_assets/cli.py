@@ -418,6 +418,27 @@ def env() -> None:
 
 
 @main.command()
+def up() -> None:
+    """Start the embedded stack and keep it up until Ctrl-C or SIGTERM (for `dagster` commands
+    in another shell: `eval "$(session-assets env)"` there); prints its environment."""
+    import shlex
+    import threading
+
+    from session_assets import clickhouse
+
+    stack, resources = _stack_and_resources()
+    _prepare_stores(resources)
+    clickhouse.close_clients()  # runs started from other shells open chDB themselves
+    for name, value in stack.environment().items():
+        click.echo(f"export {name}={shlex.quote(value)}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"stack up (home {stack.settings.home}); Ctrl-C or SIGTERM stops it", err=True)
+    stop.wait()
+
+
+@main.command()
 def migrate() -> None:
     """Create or upgrade the ClickHouse and Postgres schemas."""
     _, resources = _stack_and_resources()

@@ -164,3 +164,33 @@ def test_scanner_names_print_as_written_never_as_rich_markup(tmp_path):
     result = _cli(tmp_path, "load-events", str(loaded))
     assert result.returncode == 0, result.stderr
     assert "[bold]events.jsonl in 1 batches" in " ".join(result.stdout.split())
+
+
+def test_the_readmes_hand_materialize_recipe_works_while_up_runs(tmp_path):
+    """Issue #13: `session-assets env` alone starts the embedded Postgres, prints and exits, and
+    the server goes with it; `up` keeps the stack up for `dagster` commands in another shell."""
+    import os
+    import shlex
+    import signal
+
+    up = subprocess.Popen([*CLI, "up"], env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "stack up" in up.stderr.readline()  # blocks until the stack is up
+        printed = _cli(tmp_path, "env")
+        assert printed.returncode == 0, printed.stderr
+        env = dict(cli_env(tmp_path))
+        for line in printed.stdout.splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0]
+        day = datetime.now(timezone.utc).date().isoformat()
+        materialized = subprocess.run(
+            [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "session_assets.definitions",
+             "--select", "session_counter_rollups", "--partition", day],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert materialized.returncode == 0, materialized.stderr[-3000:]
+        assert "RUN_SUCCESS" in materialized.stderr + materialized.stdout
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=120) == 0
+    assert os.path.isdir(tmp_path / "postgres")

@@ -119,7 +119,8 @@ def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: Click
     start_date = daily_partitions_def.start.date()
     records = read_rollup_records(context.instance, [*late_horizon(day, start_date), day])
     plan = plan_rollup(day, as_of, records, is_backfill(tags), start_date)
-    context.log.info(f"rolling up {day} as of {as_of.isoformat()} ({plan.mode}, since {plan.since})")
+    since = plan.since.isoformat() if plan.since else "the start of the day"
+    context.log.info(f"rolling up {day} as of {as_of.isoformat()} ({plan.mode}, since {since})")
 
     late_days: list[date] = []
     if plan.late_since:
