@@ -30,6 +30,7 @@ console = Console()
 if not console.is_terminal:
     console = Console(width=140)  # pipes and CI logs: wide enough for the summary tables
 # Failures a user can act on: their message is the whole story.
+PROGRESS_EVERY_S = 10.0  # progress lines when the output is not a terminal
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable)
 
 
@@ -110,7 +111,7 @@ def dev(days: int, port: int, host: str) -> None:
             settings.remember_start_date(stack.settings.home, demo_days[0] - timedelta(days=1))
             demo.install_example_scanners(resources["postgres"].pool(), instance, demo.day_start_of(demo_days[0]))
             demo.materialize_rollups(
-                build_definitions(), instance, [demo_days[0] - timedelta(days=1), *demo_days], now
+                build_definitions(), instance, [demo_days[0] - timedelta(days=1), *demo_days], now, _rollup_progress
             )
     # Runs open chDB in their own processes; this one must let go of it.
     clickhouse.close_clients()
@@ -132,6 +133,10 @@ def dev(days: int, port: int, host: str) -> None:
     finally:
         _stop_process_group(child.pid)
     sys.exit(code)
+
+
+def _rollup_progress(day, done: int, total: int) -> None:
+    console.print(f"rolled up {day.day} ({done} of {total}): {day.sessions:,} sessions, {day.events:,} events")
 
 
 def _stop_process_group(pgid: int, grace_s: float = 10.0) -> None:
@@ -173,7 +178,9 @@ def demo(days: int) -> None:
         demo_module.install_example_scanners(resources["postgres"].pool(), instance, demo_module.day_start_of(days_list[0]))
         defs = build_definitions()
         # The day before too: a sweep needs the rollups of its day and the one before.
-        rows = demo_module.materialize_rollups(defs, instance, [days_list[0] - timedelta(days=1), *days_list], now)
+        rows = demo_module.materialize_rollups(
+            defs, instance, [days_list[0] - timedelta(days=1), *days_list], now, _rollup_progress
+        )
         scanner_ids = sorted(instance.get_dynamic_partitions(scanner_partitions_def.name))
         sweeps = demo_module.sweep_partitions(defs, instance, scanner_ids, days_list, now)
     table = Table(title=f"session_counter_rollups as of {now:%Y-%m-%d %H:%M} UTC")
@@ -208,10 +215,18 @@ def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
     s = settings.load_settings()
     clickhouse = ClickHouseResource(url=s.clickhouse_url, database=s.clickhouse_database, events_table=s.events_table)
     shown = _plain(path)
-    with console.status(f"loading {shown}") as status:
-        report = load_events_file(
-            clickhouse, path, fmt=fmt, team_id=team_id, progress=lambda rows: status.update(f"loading {shown}: {rows:,} rows")
-        )
+    with console.status(f"validating {shown}") as status:
+        last_line = [0.0]
+
+        def progress(rows: int, total: int) -> None:
+            text = f"loading {shown}: {rows:,} of {total:,} rows ({100 * rows / max(total, 1):.0f}%)"
+            if console.is_terminal:
+                status.update(text)
+            elif rows in (0, total) or time.monotonic() - last_line[0] >= PROGRESS_EVERY_S:
+                console.print(text)  # a log or a pipe: a line now and then
+                last_line[0] = time.monotonic()
+
+        report = load_events_file(clickhouse, path, fmt=fmt, team_id=team_id, progress=progress)
     console.print(f"loaded {report.rows:,} events from {shown} in {report.batches} batches ({report.seconds:.1f}s)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -59,7 +60,11 @@ def demo_days(now: datetime, days: int) -> list[date]:
 
 
 def materialize_rollups(
-    defs: dg.Definitions, instance: dg.DagsterInstance, days: list[date], as_of: datetime
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    days: list[date],
+    as_of: datetime,
+    progress: Callable[[DayRollup, int, int], None] | None = None,  # (day done, how many done, of)
 ) -> list[DayRollup]:
     """One run per day, as of `as_of`, through the code location's own job."""
     job = defs.resolve_implicit_global_asset_job_def()
@@ -85,6 +90,8 @@ def materialize_rollups(
                 check_passed=all(c.passed for c in checks) if checks else None,
             )
         )
+        if progress is not None:
+            progress(results[-1], len(results), len(days))
     return results
 
 

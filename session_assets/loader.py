@@ -153,7 +153,7 @@ def load_events_file(
     team_id: int | None = None,
     batch_size: int = 50_000,
     now: datetime | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,  # (rows inserted, rows in the file)
 ) -> LoadReport:
     """Validate the whole file, then insert it in idempotent batches; see the module docstring."""
     started = time.monotonic()
@@ -173,9 +173,11 @@ def load_events_file(
     rows = _RowParser(name=name, fmt=fmt, team_id=team_id, now_us=(load_time - _EPOCH) // _US)
 
     _require_events_table(clickhouse)
-    _validate(name, path, rows)
+    total = _validate(name, path, rows)
+    if progress is not None:
+        progress(0, total)
 
-    inserter = _BatchInserter(clickhouse, rows, progress)
+    inserter = _BatchInserter(clickhouse, rows, progress and (lambda done: progress(done, total)))
     rows.start_batch()  # forget what the validating pass saw
     with _open_lines(name, path) as source:
         columns = _empty_columns()
@@ -224,14 +226,17 @@ def _require_events_table(clickhouse: ClickHouseResource) -> None:
         )
 
 
-def _validate(name: str, path: str | Path, rows: _RowParser) -> None:
-    """First pass: raise EventFileError listing the first problems if any row is bad."""
+def _validate(name: str, path: str | Path, rows: _RowParser) -> int:
+    """First pass: raise EventFileError listing the first problems if any row is bad; else
+    the number of rows."""
     kept: list[RowProblem] = []
     bad_rows = 0
+    good_rows = 0
     total_problems = 0
     with _open_lines(name, path) as source:
         for _, row, problems in rows.parse(source):
             if row is not None:
+                good_rows += 1
                 continue
             bad_rows += 1
             total_problems += len(problems)
@@ -245,6 +250,7 @@ def _validate(name: str, path: str | Path, rows: _RowParser) -> None:
             kept,
             bad_rows=bad_rows,
         )
+    return good_rows
 
 
 def _empty_columns() -> list[list[Any]]:

@@ -25,6 +25,7 @@ def test_demo_loads_events_and_rolls_up_every_day(tmp_path):
     today = datetime.now(timezone.utc).date().isoformat()
     assert today in result.stdout
     assert result.stdout.count("passed") == 4 + 3 * 3 and "FAILED" not in result.stdout  # 4 rollup days, 3 scanners x 3 days
+    assert all(f"({n} of 4)" in result.stdout for n in range(1, 5))  # progress, a day at a time
     for scanner_id in ("checkout-errors", "ai-spend", "rage-clicks"):
         assert scanner_id in result.stdout
     assert (tmp_path / "dagster" / "dagster.yaml").exists()
@@ -164,6 +165,9 @@ def test_scanner_names_print_as_written_never_as_rich_markup(tmp_path):
     result = _cli(tmp_path, "load-events", str(loaded))
     assert result.returncode == 0, result.stderr
     assert "[bold]events.jsonl in 1 batches" in " ".join(result.stdout.split())
+    # Not a terminal: progress comes as lines, with the file's total known from the first.
+    assert "[bold]events.jsonl: 0 of 1 rows (0%)" in " ".join(result.stdout.split())
+    assert "[bold]events.jsonl: 1 of 1 rows (100%)" in " ".join(result.stdout.split())
 
 
 def test_the_readmes_hand_materialize_recipe_works_while_up_runs(tmp_path):

@@ -498,21 +498,22 @@ def test_retry_after_a_crash_loads_exactly_the_file(clickhouse_resource: ClickHo
     path = write_jsonl(tmp_path / "events.jsonl", records)
     seen: list[int] = []
 
-    def crash_after_first_batch(rows_so_far: int) -> None:
+    def crash_after_first_batch(rows_so_far: int, total: int) -> None:
         seen.append(rows_so_far)
-        raise RuntimeError("killed")
+        if rows_so_far:
+            raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError, match="killed"):
         load_events_file(clickhouse_resource, path, batch_size=10, now=NOW, progress=crash_after_first_batch)
-    assert seen == [10]
+    assert seen == [0, 10]
     assert count_events(clickhouse_resource) == 10
 
-    progress: list[int] = []
+    progress: list[tuple[int, int]] = []
     report = load_events_file(
-        clickhouse_resource, path, batch_size=10, now=NOW + timedelta(hours=1), progress=progress.append
+        clickhouse_resource, path, batch_size=10, now=NOW + timedelta(hours=1), progress=lambda *p: progress.append(p)
     )
 
-    assert progress == [10, 20, 30, 35]
+    assert progress == [(0, 35), (10, 35), (20, 35), (30, 35), (35, 35)]  # the total known before the first insert
     assert (report.rows, report.batches, report.skipped_duplicate_batches) == (35, 4, 1)
     rows = read_events(clickhouse_resource)
     assert len(rows) == 35
