@@ -559,11 +559,17 @@ class DevProcess:
             env=self.env, capture_output=True, text=True, timeout=timeout_s,
         )  # fmt: skip
 
-    def stop(self) -> None:
+    def stop(self, *, terminate_only_dev: bool = False) -> None:
+        """Ctrl-C to its process group (a terminal), or SIGTERM to `session-assets dev` alone
+        (what a script does to a dev it started in the background). Either way nothing it
+        started may be left."""
         import signal
         import subprocess
 
-        os.killpg(self.process.pid, signal.SIGINT)
+        if terminate_only_dev:
+            self.process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(self.process.pid, signal.SIGINT)
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:

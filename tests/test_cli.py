@@ -95,7 +95,7 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
         labels = {entry["label"] for entry in latest["metadataEntries"]}
         assert {"watermark_end", "watermark_session_id", "frontier", "observed", "batch_keys"} <= labels
     finally:
-        dev.stop()
+        dev.stop(terminate_only_dev=True)  # SIGTERM to dev alone: dg dev, its daemon, servers and Postgres go too
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
