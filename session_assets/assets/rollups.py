@@ -9,8 +9,9 @@ from typing import Literal, Mapping
 import dagster as dg
 
 from session_assets import settings
-from session_assets.assets import events as events_module
+
 from session_assets.assets.events import events
+from session_assets.assets.events import observation as events_observation
 from session_assets.coverage import VISIBILITY_LAG, RollupRecord, day_coverage, late_horizon
 from session_assets.days import day_start, is_complete
 from session_assets.partitions import daily_partitions_def
@@ -149,7 +150,7 @@ def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: Click
         context.log.info(f"re-rolled late events of {', '.join(map(str, late_days))}")
     if day == as_of.date():
         # The rollups read `events` every tick: the UI shows what they saw as its observation.
-        context.log_event(events_module.observation(clickhouse))
+        context.log_event(events_observation(clickhouse))
     return dg.MaterializeResult(
         metadata={
             "covered_until": dg.MetadataValue.timestamp(as_of),
