@@ -427,8 +427,13 @@ def env() -> None:
     """Print `export` lines for the stack's environment (starts the embedded Postgres if needed)."""
     import shlex
 
+    from session_assets import settings
+
     stack, _ = _stack_and_resources()
-    for name, value in stack.environment().items():
+    environment = stack.environment()
+    if os.environ.get(settings.START_DATE_VAR):  # set, or remembered by the embedded stack
+        environment[settings.START_DATE_VAR] = os.environ[settings.START_DATE_VAR]
+    for name, value in environment.items():
         click.echo(f"export {name}={shlex.quote(value)}")
 
 

@@ -39,7 +39,6 @@ class Stack:
             settings.DAGSTER_POSTGRES_URL_VAR: self.dagster_postgres_url,
             settings.OBJECT_STORE_URL_VAR: s.object_store_url,
             settings.MAX_CONCURRENT_RUNS_VAR: str(self.max_concurrent_runs),
-            settings.START_DATE_VAR: s.start_date.isoformat(),
             "DAGSTER_HOME": str(self.dagster_home),
         }
 
