@@ -7,6 +7,7 @@ each as a subprocess of this interpreter with modest flags:
     observations  benchmarks/observations.py  --observations 100000 --naive-observations 10000 --repeat 3
     sensor        benchmarks/sensor.py        (its documented defaults: 50 scanners, 365 days of history)
     e2e           benchmarks/e2e.py           (its defaults: 10,000,000 events, 20 scanners)
+    shared_pass   benchmarks/shared_pass.py   (its defaults: 1,000,000 events, 50 scanners of a team)
     scale         benchmarks/scale.py         (its defaults: 10, 100, 1,000 scanners through `dev`)
     soak          benchmarks/soak.py          (its defaults: 200 scanners, 30 min of `dev`)
 
@@ -58,6 +59,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
         ["--scanners", "10", "--days", "9", "--evaluations", "3", "--tick-scanners", "3", "--ticks", "2"],
     ),
     "e2e": ([], ["--quick"]),
+    "shared_pass": ([], ["--events", "200000", "--scanners", "20", "--repeat", "1"]),
     "scale": ([], ["--scanners", "10", "50", "--ticks", "2", "--interval", "30"]),
     "soak": ([], ["--scanners", "20", "--minutes", "6", "--interval", "60"]),
 }
