@@ -7,8 +7,10 @@ process waits a bounded time and then fails naming the process that holds it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import sys
 import threading
 import time
@@ -74,8 +76,7 @@ class _EngineLock:
                 cls._held[path] = (fd, count + 1)
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
-            lock_file = path.with_name(path.name + ".lock")
-            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(path.with_name(path.name + ".lock"))
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
@@ -106,6 +107,28 @@ class _EngineLock:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _open_lock_file(lock_file: Path) -> int:
+    """Open (or create) the lock file itself: never through a symlink, never another
+    file's hard link, so locking and rewriting it cannot touch a file elsewhere."""
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ClickHouseUnavailable(
+                f"the chDB lock file {lock_file} is a symbolic link; session_assets will not follow it: "
+                "remove it (it is recreated as a plain file)"
+            ) from None
+        raise ClickHouseUnavailable(f"could not open the chDB lock file {lock_file}: {error.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise ClickHouseUnavailable(
+            f"the chDB lock file {lock_file} is not a plain file of its own (a device, a pipe or a hard link); "
+            "remove it (it is recreated as a plain file)"
+        )
+    return fd
 
 
 def _cmdline() -> str:
