@@ -100,17 +100,14 @@ _migrated_databases: set[str] = set()
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
-    """Observation batch objects: `file:///folder` or `s3://bucket/prefix` (dagster-aws)."""
+    """Observation batch objects: `file:///absolute/folder` or `s3://bucket/prefix` (dagster-aws)."""
 
     url: str
     s3: dg.ResourceDependency[S3Resource]
 
     @property
     def _parsed(self):
-        parsed = urlparse(self.url)
-        if parsed.scheme not in ("file", "s3"):
-            raise ValueError(f"SESSION_ASSETS_OBJECT_STORE_URL={self.url!r}: expected file:///path or s3://bucket/prefix")
-        return parsed
+        return urlparse(settings.check_object_store_url(self.url))
 
     @property
     def is_s3(self) -> bool:
@@ -157,7 +154,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return self._parsed.netloc, (prefix + "/" if prefix else "")
 
     def _local_path(self, key: str) -> Path:
-        return Path(self._parsed.path) / key
+        return settings.object_store_folder(self.url) / key
 
 
 def build_resources(deferred: bool = True) -> dict[str, Any]:
