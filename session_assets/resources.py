@@ -123,11 +123,21 @@ class ObjectStoreResource(dg.ConfigurableResource):
             self.s3.get_client().put_object(Bucket=bucket, Key=prefix + key, Body=body)
             return
         path = self._local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folders(path.parent)
         # Write then rename: a reader never sees half an object, a retry overwrites.
+        # A batch row will point at the object once put returns: the bytes, then the
+        # rename, must be on disk by then, or a power loss leaves an empty object.
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as handle:
-            handle.write(body)
+            try:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                handle.close()
+                os.unlink(handle.name)
+                raise
         os.replace(handle.name, path)
+        _fsync_directory(path.parent)
 
     def get(self, key: str) -> bytes:
         if self.is_s3:
@@ -155,6 +165,25 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def _local_path(self, key: str) -> Path:
         return settings.object_store_folder(self.url) / key
+
+
+def _make_folders(folder: Path) -> None:
+    """`mkdir -p`, with each new folder's entry synced into its parent."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_directory(new.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def build_resources(deferred: bool = True) -> dict[str, Any]:
