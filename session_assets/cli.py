@@ -422,12 +422,16 @@ def _parse_now(text: str | None) -> datetime:
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
+SECRETS_WARNING = "# session-assets env: these lines hold passwords; do not paste them into logs"
+
+
 @main.command()
 def env() -> None:
     """Print `export` lines for the stack's environment (starts the embedded Postgres if needed)."""
     import shlex
 
     stack, _ = _stack_and_resources()
+    click.echo(SECRETS_WARNING, err=True)  # stderr: stdout stays `export` lines for eval
     for name, value in stack.environment().items():
         click.echo(f"export {name}={shlex.quote(value)}")
 
@@ -450,6 +454,7 @@ def up() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"stack up (home {stack.settings.home}); Ctrl-C or SIGTERM stops it", err=True)
+    click.echo(SECRETS_WARNING.replace("env:", "up:"), err=True)
     stop.wait()
 
 

@@ -24,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from session_assets import sql
+from session_assets.secrets import redact
 
 # chDB carries its own jemalloc, which reads JE_MALLOC_CONF once, when chDB loads in
 # a process (on its first chdb:// client). Returning freed pages at once lowers a
@@ -58,7 +59,7 @@ def chdb_path(url: str) -> Path | None:
         return None
     raw = parsed.path if not parsed.netloc else parsed.netloc + parsed.path
     if raw in ("", "memory", ":memory:"):
-        raise ValueError(f"{url!r}: session_assets needs an on-disk chDB path, e.g. chdb:///var/lib/session_assets/clickhouse")
+        raise ValueError(f"{redact(url)!r}: session_assets needs an on-disk chDB path, e.g. chdb:///var/lib/session_assets/clickhouse")
     return Path(raw).expanduser().resolve()
 
 
@@ -189,14 +190,8 @@ def _connect(url: str, database: str, lock_timeout_s: float) -> Client:
         bootstrap.close()
         return clickhouse_connect.get_client(dsn=url, database=database, **options)
     except Exception as error:
-        raise ClickHouseUnavailable(f"ClickHouse at {_redact(url)} is unreachable: {error}") from error
-
-
-def _redact(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.password:
-        return parsed._replace(netloc=f"{parsed.username}:***@{parsed.hostname}:{parsed.port}").geturl()
-    return url
+        # The driver's message may repeat the URL: mask the whole line.
+        raise ClickHouseUnavailable(redact(f"ClickHouse at {url} is unreachable: {error}")) from error
 
 
 def prefer_memory_to_speed() -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
+from session_assets.secrets import redact
+
 HOME_VAR = "SESSION_ASSETS_HOME"
 CLICKHOUSE_URL_VAR = "SESSION_ASSETS_CLICKHOUSE_URL"
 CLICKHOUSE_DATABASE_VAR = "SESSION_ASSETS_CLICKHOUSE_DATABASE"
@@ -83,12 +85,12 @@ def check_object_store_url(url: str) -> str:
     if parts.scheme == "s3":
         return url
     if parts.scheme != "file":
-        raise ValueError(f"{OBJECT_STORE_URL_VAR}={url!r}: expected file:///absolute/path or s3://bucket/prefix")
+        raise ValueError(f"{OBJECT_STORE_URL_VAR}={redact(url)!r}: expected file:///absolute/path or s3://bucket/prefix")
     # `file://./objects` is host '.' and path '/objects': it once wrote to /objects.
     if parts.netloc not in ("", "localhost") or not parts.path.startswith("/") or "?" in url or "#" in url \
             or "\0" in unquote(parts.path):
         raise ValueError(
-            f"{OBJECT_STORE_URL_VAR}={url!r} is not a local folder URL: use file:///absolute/path "
+            f"{OBJECT_STORE_URL_VAR}={redact(url)!r} is not a local folder URL: use file:///absolute/path "
             "(three slashes, an absolute path; escape '#', '?' and '%' in it as %23, %3F, %25)"
         )
     return url
