@@ -422,6 +422,9 @@ def _parse_now(text: str | None) -> datetime:
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
+SECRETS_WARNING = "# session-assets env: these lines hold passwords; do not paste them into logs"
+
+
 @main.command()
 def env() -> None:
     """Print `export` lines for the stack's environment (starts the embedded Postgres if needed)."""
@@ -430,6 +433,7 @@ def env() -> None:
     from session_assets import settings
 
     stack, _ = _stack_and_resources()
+    click.echo(SECRETS_WARNING, err=True)  # stderr: stdout stays `export` lines for eval
     environment = stack.environment()
     if os.environ.get(settings.START_DATE_VAR):  # set, or remembered by the embedded stack
         environment[settings.START_DATE_VAR] = os.environ[settings.START_DATE_VAR]
@@ -455,6 +459,7 @@ def up() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"stack up (home {stack.settings.home}); Ctrl-C or SIGTERM stops it", err=True)
+    click.echo(SECRETS_WARNING.replace("env:", "up:"), err=True)
     stop.wait()
 
 

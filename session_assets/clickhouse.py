@@ -7,8 +7,10 @@ process waits a bounded time and then fails naming the process that holds it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import sys
 import threading
 import time
@@ -22,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from session_assets import sql
+from session_assets.secrets import redact
 
 # chDB carries its own jemalloc, which reads JE_MALLOC_CONF once, when chDB loads in
 # a process (on its first chdb:// client). Returning freed pages at once lowers a
@@ -56,7 +59,7 @@ def chdb_path(url: str) -> Path | None:
         return None
     raw = parsed.path if not parsed.netloc else parsed.netloc + parsed.path
     if raw in ("", "memory", ":memory:"):
-        raise ValueError(f"{url!r}: session_assets needs an on-disk chDB path, e.g. chdb:///var/lib/session_assets/clickhouse")
+        raise ValueError(f"{redact(url)!r}: session_assets needs an on-disk chDB path, e.g. chdb:///var/lib/session_assets/clickhouse")
     return Path(raw).expanduser().resolve()
 
 
@@ -74,8 +77,7 @@ class _EngineLock:
                 cls._held[path] = (fd, count + 1)
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
-            lock_file = path.with_name(path.name + ".lock")
-            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open_lock_file(path.with_name(path.name + ".lock"))
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
@@ -106,6 +108,28 @@ class _EngineLock:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _open_lock_file(lock_file: Path) -> int:
+    """Open (or create) the lock file itself: never through a symlink, never another
+    file's hard link, so locking and rewriting it cannot touch a file elsewhere."""
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ClickHouseUnavailable(
+                f"the chDB lock file {lock_file} is a symbolic link; session_assets will not follow it: "
+                "remove it (it is recreated as a plain file)"
+            ) from None
+        raise ClickHouseUnavailable(f"could not open the chDB lock file {lock_file}: {error.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise ClickHouseUnavailable(
+            f"the chDB lock file {lock_file} is not a plain file of its own (a device, a pipe or a hard link); "
+            "remove it (it is recreated as a plain file)"
+        )
+    return fd
 
 
 def _cmdline() -> str:
@@ -166,14 +190,8 @@ def _connect(url: str, database: str, lock_timeout_s: float) -> Client:
         bootstrap.close()
         return clickhouse_connect.get_client(dsn=url, database=database, **options)
     except Exception as error:
-        raise ClickHouseUnavailable(f"ClickHouse at {_redact(url)} is unreachable: {error}") from error
-
-
-def _redact(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.password:
-        return parsed._replace(netloc=f"{parsed.username}:***@{parsed.hostname}:{parsed.port}").geturl()
-    return url
+        # The driver's message may repeat the URL: mask the whole line.
+        raise ClickHouseUnavailable(redact(f"ClickHouse at {url} is unreachable: {error}")) from error
 
 
 def prefer_memory_to_speed() -> bool:

@@ -18,6 +18,7 @@ from psycopg import sql as pg_sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from session_assets import sql
+from session_assets.secrets import redact
 
 APP_DATABASE = "session_assets"
 DAGSTER_DATABASE = "dagster"
@@ -102,15 +103,6 @@ def close_pools() -> None:
         for pool in _pools.values():
             pool.close()
         _pools.clear()
-
-
-def redact(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.password:
-        host = parsed.hostname or ""
-        port = f":{parsed.port}" if parsed.port else ""
-        return urlunparse(parsed._replace(netloc=f"{parsed.username}:***@{host}{port}"))
-    return url
 
 
 def apply_migrations(pool: ConnectionPool) -> list[str]:

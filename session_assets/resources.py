@@ -100,17 +100,14 @@ _migrated_databases: set[str] = set()
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
-    """Observation batch objects: `file:///folder` or `s3://bucket/prefix` (dagster-aws)."""
+    """Observation batch objects: `file:///absolute/folder` or `s3://bucket/prefix` (dagster-aws)."""
 
     url: str
     s3: dg.ResourceDependency[S3Resource]
 
     @property
     def _parsed(self):
-        parsed = urlparse(self.url)
-        if parsed.scheme not in ("file", "s3"):
-            raise ValueError(f"SESSION_ASSETS_OBJECT_STORE_URL={self.url!r}: expected file:///path or s3://bucket/prefix")
-        return parsed
+        return urlparse(settings.check_object_store_url(self.url))
 
     @property
     def is_s3(self) -> bool:
@@ -126,11 +123,21 @@ class ObjectStoreResource(dg.ConfigurableResource):
             self.s3.get_client().put_object(Bucket=bucket, Key=prefix + key, Body=body)
             return
         path = self._local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folders(path.parent)
         # Write then rename: a reader never sees half an object, a retry overwrites.
+        # A batch row will point at the object once put returns: the bytes, then the
+        # rename, must be on disk by then, or a power loss leaves an empty object.
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as handle:
-            handle.write(body)
+            try:
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except BaseException:
+                handle.close()
+                os.unlink(handle.name)
+                raise
         os.replace(handle.name, path)
+        _fsync_directory(path.parent)
 
     def get(self, key: str) -> bytes:
         if self.is_s3:
@@ -157,7 +164,26 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return self._parsed.netloc, (prefix + "/" if prefix else "")
 
     def _local_path(self, key: str) -> Path:
-        return Path(self._parsed.path) / key
+        return settings.object_store_folder(self.url) / key
+
+
+def _make_folders(folder: Path) -> None:
+    """`mkdir -p`, with each new folder's entry synced into its parent."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_directory(new.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def build_resources(deferred: bool = True) -> dict[str, Any]:

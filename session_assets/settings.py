@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import unquote, urlsplit
+
+from session_assets.secrets import redact
 
 HOME_VAR = "SESSION_ASSETS_HOME"
 CLICKHOUSE_URL_VAR = "SESSION_ASSETS_CLICKHOUSE_URL"
@@ -70,9 +73,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         clickhouse_database=clickhouse_database_name(env),
         events_table=env.get(EVENTS_TABLE_VAR) or "events",
         postgres_url=env.get(POSTGRES_URL_VAR) or "",
-        object_store_url=env.get(OBJECT_STORE_URL_VAR) or f"file://{home / 'objects'}",
+        # as_uri() escapes what a URL would misread in a home path ('#', '?', '%').
+        object_store_url=check_object_store_url(env.get(OBJECT_STORE_URL_VAR) or (home / "objects").as_uri()),
         start_date=start_date,
     )
+
+
+def check_object_store_url(url: str) -> str:
+    """`url` if it is `file:///absolute/path` (host empty or `localhost`) or `s3://bucket/prefix`."""
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        return url
+    if parts.scheme != "file":
+        raise ValueError(f"{OBJECT_STORE_URL_VAR}={redact(url)!r}: expected file:///absolute/path or s3://bucket/prefix")
+    # `file://./objects` is host '.' and path '/objects': it once wrote to /objects.
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/") or "?" in url or "#" in url \
+            or "\0" in unquote(parts.path):
+        raise ValueError(
+            f"{OBJECT_STORE_URL_VAR}={redact(url)!r} is not a local folder URL: use file:///absolute/path "
+            "(three slashes, an absolute path; escape '#', '?' and '%' in it as %23, %3F, %25)"
+        )
+    return url
+
+
+def object_store_folder(url: str) -> Path:
+    """The folder of a checked `file://` URL (its path percent-decoded, as file URLs are)."""
+    return Path(unquote(urlsplit(check_object_store_url(url)).path))
 
 
 def seconds_setting(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:

@@ -121,3 +121,17 @@ def test_other_processes_keep_chdbs_faster_default(tmp_path):
 
 def test_an_operators_allocator_setting_wins(tmp_path):
     assert _decays(tmp_path, "before", "dirty_decay_ms:7000") == "[True] opt.dirty_decay_ms: 7000 opt.muzzy_decay_ms: 0"
+
+
+def test_a_symlink_at_the_lock_file_is_refused_and_its_target_left_alone(tmp_path):
+    """Issue #14: the lock file was opened through a symlink, so `<path>.lock` pointing at
+    another file had that file locked, truncated and overwritten with our pid."""
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    (tmp_path / "ch.lock").symlink_to(target)
+    with pytest.raises(ClickHouseUnavailable) as raised:
+        get_client(f"chdb://{tmp_path / 'ch'}", "x", lock_timeout_s=1)
+    message = str(raised.value)
+    assert f"the chDB lock file {tmp_path / 'ch.lock'} is a symbolic link" in message and "\n" not in message
+    assert target.read_text() == "keep me\n"
+    assert not (tmp_path / "ch").exists()  # chDB was never opened

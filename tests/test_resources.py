@@ -1,7 +1,13 @@
 from __future__ import annotations
 
-import pytest
+import os
+import re
+from pathlib import Path
 
+import pytest
+from dagster_aws.s3 import S3Resource
+
+from session_assets import settings
 from session_assets.resources import ObjectStoreResource
 
 
@@ -34,3 +40,68 @@ def test_unknown_object_store_scheme_is_named():
     store = ObjectStoreResource(url="ftp://x/y", s3=S3Resource())
     with pytest.raises(ValueError, match="ftp://x/y"):
         store.put("k", b"v")
+
+
+@pytest.mark.parametrize("url", [
+    "file://./objects", "file://objects", "file://objects/batches", "file:objects", "file://",
+    "file://host.example/srv/objects", "file:///srv/a#b", "file:///srv/a?b", "file:///srv/a%00b",
+])  # fmt: skip
+def test_a_file_url_that_is_not_an_absolute_local_folder_is_refused(url, tmp_path, monkeypatch):
+    """Issue #14: `file://./objects` read '.' as a host and wrote to /objects. Only
+    file:///absolute/path (host empty or localhost) is a folder; the rest fails naming
+    the variable and the value, in the resource and when settings are read."""
+    monkeypatch.chdir(tmp_path)
+    expected = f"SESSION_ASSETS_OBJECT_STORE_URL={url!r} is not a local folder URL: use file:///absolute/path"
+    with pytest.raises(ValueError) as raised:
+        list(ObjectStoreResource(url=url, s3=S3Resource()).list_keys())  # reads only, should this regress
+    assert str(raised.value).startswith(expected) and "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        settings.load_settings({settings.HOME_VAR: str(tmp_path), settings.OBJECT_STORE_URL_VAR: url})
+
+
+def test_file_urls_name_absolute_folders_and_the_default_survives_odd_home_paths(tmp_path):
+    for url in (f"file://{tmp_path}/a", f"file://localhost{tmp_path}/b"):
+        ObjectStoreResource(url=url, s3=S3Resource()).put("k", b"v")
+    assert (tmp_path / "a" / "k").read_bytes() == b"v" and (tmp_path / "b" / "k").read_bytes() == b"v"
+    # The default is built from SESSION_ASSETS_HOME, which may hold '#', '%' or a space.
+    home = tmp_path / "my #1 100% home"
+    url = settings.load_settings({settings.HOME_VAR: str(home)}).object_store_url
+    ObjectStoreResource(url=url, s3=S3Resource()).put("k", b"v")
+    assert (home / "objects" / "k").read_bytes() == b"v"
+
+
+def test_a_local_put_syncs_the_object_and_its_folders_and_leaves_only_the_object(
+    local_object_store, tmp_path, monkeypatch
+):
+    """Issue #14: the object was renamed into place unsynced, so a power loss could leave a
+    batch row pointing at an empty object. That it survives one cannot be observed in a
+    test; what can: the real os.fsync and os.replace, recorded on their way through, run
+    in the order that makes it durable (the bytes, the rename, the folder entries), and
+    the key holds exactly the bytes with no temporary file beside it."""
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(source, target):
+        calls.append(("replace", str(target)))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    body = bytes(range(256)) * 1000
+    key = "observations/team=1/date=2024-03-01/000001.jsonl.gz"
+    local_object_store.put(key, body)
+
+    root, folder = tmp_path / "objects", tmp_path / "objects" / "observations/team=1/date=2024-03-01"
+    (kind, temporary) = calls[4]
+    assert kind == "fsync" and Path(temporary).parent == folder and Path(temporary).name.startswith(".tmp-")
+    assert calls == [  # each new folder's entry in its parent; the bytes; the rename; its folder entry
+        ("fsync", str(tmp_path)), ("fsync", str(root)), ("fsync", str(root / "observations")),
+        ("fsync", str(root / "observations/team=1")),
+        ("fsync", temporary), ("replace", str(folder / "000001.jsonl.gz")), ("fsync", str(folder)),
+    ]  # fmt: skip
+    assert [p.name for p in folder.iterdir()] == ["000001.jsonl.gz"]
+    assert (folder / "000001.jsonl.gz").read_bytes() == body

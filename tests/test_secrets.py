@@ -11,7 +11,10 @@
     run launchers ship to run workers, and what the run printed or logged.
     Two controls show the scan finds a secret when one is there.
 (c) `session-assets env` prints the Postgres URLs verbatim, password included:
-    its output is meant for `eval`. It prints no AWS secret.
+    its output is meant for `eval`. It prints no AWS secret, and says on stderr
+    that its lines hold passwords.
+(d) `secrets.redact` masks every form a connection string carries a secret in,
+    and the stores' errors go through it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import pytest
 from dagster._serdes import serialize_value
 
 from session_assets import postgres, stack
+from session_assets.clickhouse import ClickHouseUnavailable, get_client
+from session_assets.secrets import redact
 from session_assets.resources import PostgresResource, build_resources
 from tests.conftest import TEST_AWS_KEY_ID, TEST_AWS_SECRET
 from tests.support import add_scanner, at, cli_env, event, insert_rows, roll_for_sweeps, sweep, sweep_metadata
@@ -297,3 +302,78 @@ def test_env_prints_postgres_urls_for_eval_and_no_aws_secret(tmp_path, secret_pa
     for needle in (TEST_AWS_SECRET, TEST_AWS_KEY_ID):
         assert needle not in result.stdout + result.stderr
     assert secret_password not in result.stderr
+
+
+def test_env_warns_on_stderr_that_its_lines_hold_passwords(tmp_path, secret_password):
+    """Issue #14: nothing said the output is secret. The warning goes to stderr, so
+    `eval "$(session-assets env)"` still reads only `export` lines; the ClickHouse URL's
+    password is exported verbatim like the Postgres ones."""
+    env = {**cli_env(tmp_path / "home"),
+           "SESSION_ASSETS_POSTGRES_URL": f"postgresql://app:{secret_password}@127.0.0.1:1/session_assets",
+           "SESSION_ASSETS_CLICKHOUSE_URL": f"https://app:{secret_password}@127.0.0.1:1"}  # never connected to
+    result = subprocess.run([sys.executable, "-m", "session_assets.cli", "env"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "# session-assets env: these lines hold passwords; do not paste them into logs" in result.stderr.splitlines()
+    lines = result.stdout.splitlines()
+    assert len(lines) >= 10 and all(line.startswith("export ") for line in lines), lines
+    assert f"export SESSION_ASSETS_CLICKHOUSE_URL=https://app:{secret_password}@127.0.0.1:1" in lines
+    assert secret_password not in result.stderr
+
+
+# --- (d) redaction ------------------------------------------------------------------
+
+SECRET_FORMS = [
+    # URL user info; the last '@' ends it, as urlparse reads it; IPv6 hosts and ports kept
+    ("postgresql://app:{pw}@db.internal:5432/app", "postgresql://app:***@db.internal:5432/app"),
+    ("https://session_assets:{pw}@clickhouse.internal:8443", "https://session_assets:***@clickhouse.internal:8443"),
+    ("postgresql+psycopg2://app:{pw}@[::1]/app?sslmode=require", "postgresql+psycopg2://app:***@[::1]/app?sslmode=require"),
+    ("postgresql://app:{pw}@x@db/app", "postgresql://app:***@db/app"),
+    ("http://:{pw}@h/", "http://:***@h/"),
+    # query parameters, any case, each name
+    ("postgresql://app@db/app?sslmode=require&password={pw}&application_name=x",
+     "postgresql://app@db/app?sslmode=require&password=***&application_name=x"),
+    ("http://h/?PassWord={pw}&passwd={pw}&pwd={pw}&secret={pw}&Token={pw}&key={pw}&keep=1",
+     "http://h/?PassWord=***&passwd=***&pwd=***&secret=***&Token=***&key=***&keep=1"),
+    ("s3://b/p?sslpassword={pw};access_key={pw}&SECRET_ACCESS_KEY={pw}#f",
+     "s3://b/p?sslpassword=***;access_key=***&SECRET_ACCESS_KEY=***#f"),
+    # libpq key=value, bare, quoted (spaces, escaped quote), spaces around '='
+    ("host=db port=5432 user=app password={pw} dbname=app", "host=db port=5432 user=app password=*** dbname=app"),
+    ("host=db password='{pw} with spaces' dbname=app", "host=db password=*** dbname=app"),
+    ("password='it\\'s {pw}' sslpassword = {pw} host=db", "password=*** sslpassword = *** host=db"),
+    ("password='{pw}", "password=***"),
+    # inside a message: every occurrence
+    ("ClickHouse at https://u:{pw}@h:8443 is unreachable: url https://u:{pw}@h:8443/?token={pw} refused",
+     "ClickHouse at https://u:***@h:8443 is unreachable: url https://u:***@h:8443/?token=*** refused"),
+]
+NOTHING_SECRET = [
+    "postgresql://postgres:@/session_assets?host=/tmp/pg", "postgresql://app@db/app", "chdb:///var/lib/ch",
+    "http://h/?monkey=1&keys=2&tokens=3", "host=db dbname=keyring user=passwordless", "file:///srv/objects",
+]
+
+
+@pytest.mark.parametrize(("form", "masked"), SECRET_FORMS)
+def test_redact_masks_each_form_of_secret_and_keeps_the_rest(form, masked):
+    """Issue #14: only `user:password@` was masked; a `?password=`, a libpq `password=`
+    (quoted or not), a token or key went into messages as written."""
+    pw = "pw-" + secrets.token_hex(8)
+    assert redact(form.format(pw=pw)) == masked
+
+
+@pytest.mark.parametrize("text", NOTHING_SECRET)
+def test_redact_leaves_text_without_secrets_alone(text):
+    assert redact(text) == text
+
+
+def test_store_errors_mask_every_form(secret_password):
+    """The ClickHouse and Postgres errors name the server without any of its secrets."""
+    url = f"http://app:{secret_password}@127.0.0.1:1/?password={secret_password}&token={secret_password}"
+    with pytest.raises(ClickHouseUnavailable) as raised:
+        get_client(url, "x", lock_timeout_s=1)
+    assert str(raised.value).startswith("ClickHouse at http://app:***@127.0.0.1:1/?password=***&token=*** is unreachable")
+    assert secret_password not in str(raised.value)
+    url = f"postgresql://app:{secret_password}@127.0.0.1:1/x?sslpassword={secret_password}&connect_timeout=1"
+    with pytest.raises(postgres.PostgresUnavailable) as raised:
+        postgres.get_pool(url, timeout_s=1)
+    assert str(raised.value).startswith("Postgres at postgresql://app:***@127.0.0.1:1/x?sslpassword=***&connect_timeout=1")
+    assert secret_password not in str(raised.value)

@@ -10,10 +10,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 from urllib.parse import quote
 
 import dagster as dg
+from pydantic import Field
 
 from session_assets import observations, settings, sql, watermarks
 from session_assets.failpoints import failpoint
@@ -26,12 +27,15 @@ from session_assets.scanners import Scanner, ScannerError, compile_filter
 from session_assets.scanners.filters import CompiledFilter
 from session_assets.scanners import store as scanner_store
 
+MAX_PAGE_SIZE = 10_000
 
 
 class SweepConfig(dg.Config):
     """Run configuration of a sweep (the defaults suit production)."""
 
-    page_size: int = 1000  # candidates per Postgres transaction and batch object
+    # Candidates per Postgres transaction and batch object (and chDB's read block):
+    # 1..MAX_PAGE_SIZE, checked with the run config like the quota.
+    page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = 1000
     # For teams without a quota row yet; 1..MAX_MONTHLY_QUOTA, checked with the run config.
     default_monthly_quota: observations.MonthlyQuota = observations.DEFAULT_MONTHLY_QUOTA
 

@@ -385,3 +385,22 @@ def test_a_partitions_materialization_previews_its_flagged_sessions(instance, re
     again = sweep_metadata(sweep(instance, resources, "errors", DAY, as_of + timedelta(minutes=5), backfill=True))
     assert again["summary"] == "2 sessions found in the window: 0 new observations, 2 already observed by an earlier sweep or backfill"
     assert again["flagged_sessions"] == "No flagged session among the 0 new observations."
+
+
+@pytest.mark.parametrize("page_size", [0, -5, 10_001, 10**12])
+def test_a_sweep_refuses_a_page_size_out_of_bounds(instance, resources, page_size):
+    """Issue #14: `page_size` in run config had no bounds (0, -5 or 10**12 put every candidate
+    in one page: one transaction, one object). It must be 1..10_000: anything else fails the
+    step as it reads its config, naming page_size, before the sweep does anything."""
+    from session_assets.assets.scanning import MAX_PAGE_SIZE, SweepConfig
+
+    add_scanner(instance, resources["postgres"], scanner_id="page-config")
+    failed = sweep(instance, resources, "page-config", DAY, at("2024-03-01T12:00:00"), page_size=page_size,
+                   raise_on_error=False)  # fmt: skip
+    assert not failed.success and not failed.get_asset_materialization_events()
+    (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    error = str(failure.event_specific_data.error)
+    assert "page_size" in error
+    assert "greater than or equal to 1" in error or "less than or equal to 10000" in error
+    assert observed(resources["postgres"], "page-config") == {}
+    assert [SweepConfig(page_size=n).page_size for n in (1, MAX_PAGE_SIZE)] == [1, 10_000]
