@@ -12,7 +12,7 @@ import pytest
 from session_assets.resources import ClickHouseResource
 from session_assets.scanners import COUNTER_COLUMNS, CompiledFilter, ScannerError, ScannerFilter, compile_filter
 from session_assets.scanners.model import EventFilter, PropertyFilter
-from session_assets.scanners.re2 import check_re2
+from session_assets.scanners.regex import MAX_PROGRAM_SIZE, RE2Refusal, check_re2, compile_like_clickhouse
 from tests.support import at, event, insert_rows
 
 WINDOW_START = at("2026-03-01T00:00:00")
@@ -407,45 +407,154 @@ def test_event_presence_sees_only_events_inserted_by_the_as_of_time(clickhouse_r
 
 RE2_ACCEPTED = [
     "^/cart/[0-9]+$", r"\d{2,4}", "a{0,3}", "(?i)checkout", "(?i:a)(?-i:b)", "(?s).", "(?m)^a$", "(?i-s:a.)",
-    "(?P<name_1>a)b", "(?:a|)", "a|", "()", "(?:)*", "[[:alpha:]]", "[[:^digit:]_]", "[[:a]", "[]a]", "[^]a]", "[a-]",
+    "(?P<name1>a)b", "(?:a|)", "a|", "()", "(?:)*", "[[:alpha:]]", "[[:^digit:]_]", "[[:a]", "[]a]", "[^]a]", "[a-]",
     "[-a]", "[a-b-c]", r"[\]\-\\]", r"[\x41-\x5a]", r"[\0-\x1f]", "[é-ü]", "[𝔘]", r"\x41", r"\xe9", r"\0", r"\012",
     r"\123", r"\a\f\n\r\t\v", r"\Aa", r"\bword\b", r"\Ba", r"\d\D\s\S\w\W", r"[\d\D\s\S\w\W]", r"\_",
     re.escape("x' OR 1=1 -- ~&# \t\n\r\x0b\x0c%_é{f_0:String}"), "a{", "a{x}", "a{1,2", "{", "}", "]", "a{}",
     "a{1000}", "a{1000,}", "a{0,1000}", "(a{10}){100}", "(?:a{2}|b){500}", "(?:(?:a{10}){10}){10}",
-    "a*?b+?c??d{2}?e{2,3}?", ".{1000}" * 4, "[^a]{1000}" * 3, r"(?i)\W{1000}", "(?i)" + "[a-z]{1000}" * 5,
-    "[ĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞ]{100}", "(?i)[Α-ω]{1000}", "(" * 60 + "a" + ")" * 60, "x" * 1000,
+    "a*?b+?c??d{2}?e{2,3}?", ".{1000}" * 5, "[^a]{1000}" * 3, r"(?i)\W{1000}", "(?i)" + "[a-z]{1000}" * 5,
+    "[ĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞ]{1000}", "(?i)[Α-ω]{1000}", "(" * 60 + "a" + ")" * 60, "x" * 1000,
+    # Python's re refuses these (or reads them otherwise); RE2 takes them.
+    r"\pL", r"\PL", r"\pN+", r"\p{Greek}", r"\P{Greek}", r"[\p{Han}\pL]", r"\p{^Greek}", r"a\z", r"\Q.*+?(\E", r"\Qa",
+    r"(?U)a+", r"(?U:a*)b", r"\x{41}", r"\x{1D518}", r"[\x{41}-\x{5A}]", "(?<n>a)", "(?P<n>a)(?P<n>b)", r"\C",
+    "a{2,}?", r"[[:alpha:]\p{Greek}]{2}",
 ]  # fmt: skip
+# RE2 refuses each, with the message load quotes; tests below check that ClickHouse gives the same.
 RE2_REFUSED = [
     "a++", "a*+", "a?+", "a{2}+", r"\u0041", r"\U00000041", r"\N{LATIN SMALL LETTER A}", r"\Z", "(?x) a", r"(?a)\w",
     "(?u)a", "(?a:b)", "a{1001}", "a{1001,}", "(a{1000}){1000}", "(?:a{3}|b){500}", "(?:(?:a{10}){10}){11}", r"[\b]",
-    "a{,3}", "a{,}", "(?=a)", "(?!a)", "(?<=a)", "(?<!a)", "(?>a)", "(?P<n>a)(?P=n)", "(a)?(?(1)b|c)", "(?#c)a",
-    r"(a)\1", r"\é", r"[\é]", "[[:foo:]]", "(?P<é>a)", ".{1000}" * 5, "[ĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞ]{1000}",
+    "(?=a)", "(?!a)", "(?<=a)", "(?<!a)", "(?>a)", "(?P<n>a)(?P=n)", "(a)?(?(1)b|c)", "(?#c)a", r"(a)\1", r"\é",
+    r"[\é]", "[[:foo:]]", "(", "a{2,1}", "(?<!x)", r"\1", r"\pX", r"\p{Klingon}", r"\x{110000}", r"[\Q]\E]", "a**",
+    r"\pL{447}",
 ]  # fmt: skip
+NOT_AS_PYTHON = ["a{,3}", "a{,}", "x{,10}y"]  # RE2 reads {,n} as literal text, Python as {0,n}
+# ClickHouse misreads these (pattern, a text RE2 finds it in, the same pattern written so ClickHouse reads it).
+MISREAD_FIXED = [("(?P<name_1>a)b", "xab", "(?P<name1>a)b"), ("(?P<é>a)bc", "abc", "(?P<e>a)bc"),
+                 ("x(?<_>a)bcd", "xabcd", "x(?<n>a)bcd"), ("abé*", "ab", "ab(?:é)*"), ("abcé?", "abc", "abc(?:é)?"),
+                 ("abc𝔘{0,2}", "abc", "abc(?:𝔘){0,2}"), ("(?:abcé*?)d", "abcd", "(?:abc(?:é)*?)d")]  # fmt: skip
+MISREAD = [pattern for pattern, _, _ in MISREAD_FIXED]
+TOO_LARGE = [r"\pL{100}", r"[\pL\pN]{80}", r"\pL{50}" * 3]  # RE2 and ClickHouse compile them; over MAX_PROGRAM_SIZE
 
 
 def _regex_filter(pattern: str) -> dict[str, Any]:
     return {"events": [{"event": "e", "properties": [{"key": "k", "op": "regex", "value": pattern}]}]}
 
 
+def _unchecked(pattern: str) -> ScannerFilter:
+    """A filter on the regex `pattern`, past validation."""
+    return ScannerFilter.model_construct(events=(EventFilter.model_construct(
+        event="e", properties=(PropertyFilter.model_construct(key="k", op="regex", value=pattern),)),))  # fmt: skip
+
+
 def test_every_regex_the_re2_check_accepts_compiles_in_clickhouse(clickhouse_resource):
-    """The RE2 check is conservative: each regex it lets through runs in ClickHouse's match().
+    """Each regex the RE2 check lets through runs in ClickHouse's match() and matches as google-re2 does.
     Validation then refuses some for their cost (`a{1000}`: MAX_REGEX_COUNT, MAX_REGEX_WILDCARDS),
     so they are compiled here past it."""
-    seed(clickhouse_resource, [session("s")], [event("e", T, "s", properties={"k": "a\nb é 𝔘 abc"})])
+    text = "a\nb é 𝔘 abc A"
+    seed(clickhouse_resource, [session("s")], [event("e", T, "s", properties={"k": text})])
     for pattern in RE2_ACCEPTED:
         check_re2(pattern)  # accepts
-        bypass = ScannerFilter.model_construct(events=(EventFilter.model_construct(
-            event="e", properties=(PropertyFilter.model_construct(key="k", op="regex", value=pattern),)),))  # fmt: skip
-        matching(clickhouse_resource, compile_filter(bypass))  # and compiles in RE2, or raises
+        expected = [(1, "s")] if compile_like_clickhouse(pattern).search(text) else []
+        assert matching(clickhouse_resource, compile_filter(_unchecked(pattern))) == expected, pattern
 
 
-@pytest.mark.parametrize("pattern", RE2_REFUSED)
+@pytest.mark.parametrize("pattern", RE2_REFUSED + NOT_AS_PYTHON + TOO_LARGE + MISREAD)
 def test_a_regex_re2_may_refuse_is_refused_naming_the_field(pattern):
     with pytest.raises(ScannerError) as raised:
         compile_filter(_regex_filter(pattern))
     (problem,) = raised.value.problems
     assert problem.path == "filter.events[0].properties[0].value" and problem.value == pattern
-    assert problem.message.startswith("ClickHouse regexes (RE2)"), problem.message
+    assert problem.message.startswith("ClickHouse regexes (RE2)" if pattern not in MISREAD else
+                                      "ClickHouse regexes: match() misreads "), problem.message
+
+
+@pytest.mark.parametrize(("pattern", "text", "fixed"), MISREAD_FIXED, ids=MISREAD)
+def test_what_clickhouse_misreads_is_refused_with_a_fix_that_matches(clickhouse_resource, pattern, text, fixed):
+    """Before it runs RE2, ClickHouse looks for text every match holds, and reads a group name other than
+    ASCII letters and digits, or a non-ASCII character that may be absent, wrongly: these compile and then
+    miss what google-re2 matches. The fix the refusal names validates and matches."""
+    seed(clickhouse_resource, [session("s")], [event("e", T, "s", properties={"k": text})])
+    assert compile_like_clickhouse(pattern).search(text)
+    assert matching(clickhouse_resource, compile_filter(_unchecked(pattern))) == [], pattern  # the misreading
+    with pytest.raises(RE2Refusal) as refused:
+        check_re2(pattern)
+    assert "(?:...)" in str(refused.value) or str(refused.value).rsplit("write ", 1)[1] in fixed
+    assert compile_like_clickhouse(fixed).search(text)
+    assert ids(clickhouse_resource, _regex_filter(fixed)) == ["s"]
+
+
+def test_clickhouse_refuses_what_re2_refuses_with_the_message_load_quotes(clickhouse_resource):
+    seed(clickhouse_resource, [session("s")], [event("e", T, "s", properties={"k": "abc"})])
+    for pattern in RE2_REFUSED:
+        with pytest.raises(RE2Refusal) as refused:
+            check_re2(pattern)
+        reason = str(refused.value).removeprefix("ClickHouse regexes (RE2) refuse it: ")
+        assert reason != str(refused.value), refused.value
+        with pytest.raises(Exception) as raised:
+            matching(clickhouse_resource, compile_filter(_unchecked(pattern)))
+        assert f"error: {reason}. Look at" in str(raised.value), (pattern, reason, str(raised.value)[:300])
+
+
+def test_what_is_refused_for_python_readers_or_size_compiles_in_clickhouse(clickhouse_resource):
+    """`{,n}` and programs over MAX_PROGRAM_SIZE are refused though ClickHouse compiles them: `{,n}` as
+    literal text (what Python users do not mean), the large ones well within RE2's memory."""
+    seed(clickhouse_resource, [session("literal"), session("count")],
+         [event("e", T, "literal", properties={"k": "a{,3}"}), event("e", T, "count", properties={"k": "aa"})])  # fmt: skip
+    assert matching(clickhouse_resource, compile_filter(_unchecked("^a{,3}$"))) == [(1, "literal")]
+    for pattern in TOO_LARGE:
+        size = compile_like_clickhouse(pattern).programsize
+        assert MAX_PROGRAM_SIZE < size < 5 * MAX_PROGRAM_SIZE, (pattern, size)
+        with pytest.raises(RE2Refusal, match=f"compile it to {size:,} instructions, more than 100,000"):
+            check_re2(pattern)
+        assert matching(clickhouse_resource, compile_filter(_unchecked(pattern))) == []
+
+
+# Python's re refuses each of these but `(?P<name>...)`; RE2 takes them all. Which samples they match.
+SAMPLES = {"aaa": "aaa", "ab": "ab", "digits": "123", "greek": "αβγ", "latin": "Abc", "literal": "a.*b", "nl": "abc\n"}
+RE2_ONLY = [
+    (r"^\pL+$", ["aaa", "ab", "greek", "latin"]),
+    (r"^\p{Greek}+$", ["greek"]),
+    (r"^\PL+$", ["digits"]),
+    (r"c\z", ["latin"]),  # not before a final newline
+    (r"^\Qa.*b\E$", ["literal"]),
+    (r"^\Qa.*", ["literal"]),  # up to the end without \E
+    (r"(?U)^a+$", ["aaa"]),
+    (r"(?U)^a+?b$", ["ab"]),
+    (r"^\x{41}", ["latin"]),
+    (r"[\x{3b1}-\x{3b3}]{3}", ["greek"]),
+    (r"^(?P<name>a)b$", ["ab"]),
+    (r"^(?<name>a)+$", ["aaa"]),
+    (r"^abc.$", ["nl"]),  # ClickHouse's . matches a newline: compile_like_clickhouse's dot_nl
+    (r"(?-s)^abc.$", []),
+]
+
+
+@pytest.mark.parametrize(("pattern", "expected"), RE2_ONLY, ids=[pattern for pattern, _ in RE2_ONLY])
+def test_re2_syntax_validates_and_matches_in_clickhouse_as_in_google_re2(clickhouse_resource, pattern, expected):
+    seed(clickhouse_resource, [session(sid) for sid in SAMPLES],
+         [event("e", T, sid, properties={"k": text}) for sid, text in SAMPLES.items()])  # fmt: skip
+    regexp = compile_like_clickhouse(pattern)
+    assert sorted(sid for sid, text in SAMPLES.items() if regexp.search(text)) == expected
+    assert ids(clickhouse_resource, _regex_filter(pattern)) == expected  # validated, then run by match()
+
+
+RE2_ERRORS = [("(", "missing ): ("), ("a{2,1}", "invalid repetition size: {2,1}"),
+              ("(?<!x)", "invalid perl operator: (?<!"), (r"(a)\1", r"invalid escape sequence: \1")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pattern", "reason"), RE2_ERRORS, ids=[pattern for pattern, _ in RE2_ERRORS])
+def test_a_regex_re2_refuses_is_refused_quoting_re2(clickhouse_resource, pattern, reason):
+    with pytest.raises(ScannerError) as raised:
+        compile_filter(_regex_filter(pattern))
+    (problem,) = raised.value.problems
+    assert problem.path == "filter.events[0].properties[0].value" and problem.value == pattern
+    assert problem.message == f"ClickHouse regexes (RE2) refuse it: {reason}"
+    assert str(raised.value) == (
+        f"filter.events[0].properties[0].value: ClickHouse regexes (RE2) refuse it: {reason}, got {pattern!r}"
+    )
+    seed(clickhouse_resource, [session("s")], [event("e", T, "s", properties={"k": "abc"})])
+    with pytest.raises(Exception, match=f"error: {re.escape(reason)}\\. Look at"):
+        matching(clickhouse_resource, compile_filter(_unchecked(pattern)))
 
 
 def test_regexes_match_in_clickhouse_as_written(clickhouse_resource):
