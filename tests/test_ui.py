@@ -28,7 +28,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ASSETS = ("events", "session_counter_rollups", "scanner_candidate_windows", "observation_batches")
-METADATA_LABELS = ("watermark_end", "watermark_session_id", "frontier", "observed")
+METADATA_LABELS = ("watermark_end", "watermark_session_id", "frontier", "observed", "summary", "flagged_sessions")
+POSTHOG_URL = "https://posthog.example.test"  # flagged-session previews link to its replays
 SWEEP_TAG = "session_assets/sweep"  # set by the sensor on the runs it requests
 # Groups are collapsed by default on the global lineage page; `expanded` opens them.
 GRAPH_PATH = "/asset-groups?expanded=global@global:sessions,global@global:scanning"
@@ -46,7 +47,11 @@ LATEST_MATERIALIZATION = """query {
   assetOrError(assetKey: {path: ["observation_batches"]}) { ... on Asset {
     assetMaterializations(partitions: [%s], limit: %d) {
       partition runId
-      metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""
+      metadataEntries {
+        label
+        ... on IntMetadataEntry { intValue }
+        ... on BoolMetadataEntry { boolValue }
+        ... on MarkdownMetadataEntry { mdStr } } } } } }"""
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,11 @@ def dev(tmp_path_factory: pytest.TempPathFactory):
         folder / "dev.log",
         "--days", "1",
         # Ticks every 20 s and a first retry after 5 s, so several ticks fit in a test.
-        env={"SESSION_ASSETS_SWEEP_INTERVAL_SECONDS": "20", "SESSION_ASSETS_RETRY_BACKOFF_SECONDS": "5"},
+        env={
+            "SESSION_ASSETS_SWEEP_INTERVAL_SECONDS": "20",
+            "SESSION_ASSETS_RETRY_BACKOFF_SECONDS": "5",
+            "SESSION_ASSETS_POSTHOG_URL": POSTHOG_URL,
+        },
     )  # fmt: skip
     try:
         process.wait_ready()
@@ -102,10 +111,17 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
         return sorted((r for r in sweeps if r["status"] == "SUCCESS"), key=lambda r: r["endTime"])
 
     first = wait_until(a_finished_sweep, 480, "a sensor-launched sweep run to succeed", 1.0)[0]
-    # Each partition of a batch has its own materialization, with its own watermark.
-    partition = next(p for p in first["partitions"] if "|" in p)
-    (latest,) = materializations(partition, 1)
-    assert set(METADATA_LABELS) <= set(latest["metadata"]), latest["metadata"]
+    # Each partition of a batch has its own materialization, with its own watermark and a
+    # preview of what it flagged. A completed day's partition is not swept again, so its
+    # latest materialization stays the one with the flagged sessions: prefer one of those.
+    swept = {p: materializations(p, 1)[0] for p in first["partitions"] if "|" in p}
+    for latest in swept.values():
+        assert set(METADATA_LABELS) <= set(latest["metadata"]), latest["metadata"]
+    flagging = [p for p, m in swept.items() if m["metadata"]["flagged"]["intValue"] > 0]
+    assert flagging, f"the first sweep flagged nothing: {swept}"
+    partition = min(flagging, key=lambda p: not swept[p]["metadata"]["complete"]["boolValue"])
+    preview = swept[partition]["metadata"]["flagged_sessions"]["mdStr"]
+    assert f"]({POSTHOG_URL}/project/" in preview and "/replay/" in preview, preview
     print(f"\nsensor run {first['runId']} swept {len(first['partitions'])} partitions, {partition} among them")
 
     # `events`, the source: its kind and owner shown, and observed by the rollup runs.
@@ -151,6 +167,11 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
                 row.wait_for()
                 rows[label] = row.locator("td").nth(1).inner_text().strip()
             assert rows["watermark_end"] and rows["frontier"], rows  # timestamps, shown in UTC
+            # The flagged-sessions preview is rendered in place: a table linking PostHog replays.
+            flagged_row = page.locator("tr").filter(has=page.get_by_text("flagged_sessions", exact=True)).first
+            preview_cell = flagged_row.locator("td").nth(1)
+            replay_links = [a.get_attribute("href") for a in preview_cell.locator(f"a[href^='{POSTHOG_URL}/project/']").all()]
+            preview_text = preview_cell.inner_text()
             run_link = page.locator("a[href*='/runs/']").first
             run_link.wait_for()
             shown_run = run_link.get_attribute("href").split("/runs/")[1].split("?")[0]
@@ -165,6 +186,15 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
     assert shown_run in sensor_run_ids, (shown_run, sensor_run_ids)
     (shown,) = [m for m in materializations(partition, 50) if m["runId"] == shown_run]
     assert rows["observed"] == str(shown["metadata"]["observed"]["intValue"]), (rows, shown["metadata"])
+    # The page rendered that run's preview: its replay links, or its "nothing flagged" line.
+    shown_preview = shown["metadata"]["flagged_sessions"]["mdStr"]
+    assert replay_links == re.findall(r"\]\((%s/project/[^)]+)\)" % re.escape(POSTHOG_URL), shown_preview), (
+        replay_links,
+        shown_preview,
+    )
+    if not replay_links:
+        assert shown_preview in preview_text, (preview_text, shown_preview)
+    print(f"{partition} flagged-sessions preview shows {len(replay_links)} replay links")
     print(f"{partition} metadata shown: {rows}")
     print(f"screenshots: {graph_png} {partition_png}")
 
