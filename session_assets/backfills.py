@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES
-from session_assets.partitions import scanner_partitions_def
+from session_assets.partitions import scanner_day_key, scanner_partitions_def
 
 DAEMON_SILENT_AFTER_S = 90.0  # the daemon beats every 30 s or so
 LAUNCH_BACKFILL = """
@@ -45,7 +45,7 @@ def partition_keys(scanner_id: str, start: date, end: date) -> list[str]:
         raise ValueError(f"--end {end} is before --start {start}")
     if (end - start).days > 366:
         raise ValueError(f"--start {start} to --end {end} is over a year: split it")
-    return [f"{(start + timedelta(days=n)).isoformat()}|{scanner_id}" for n in range((end - start).days + 1)]
+    return [scanner_day_key(start + timedelta(days=n), scanner_id) for n in range((end - start).days + 1)]
 
 
 def launch_params(scanner_id: str, start: date, end: date) -> dict:

@@ -34,6 +34,7 @@ from session_assets.assets.scanning import (
 )
 from session_assets.checks import batch_check_results
 from session_assets.failpoints import failpoint
+from session_assets.partitions import scanner_day_partition_key, split_scanner_day_key
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
 from session_assets.run_context import BadRunTag, parse_as_of
 from session_assets.scanners import ScannerError
@@ -65,7 +66,7 @@ def batch_partitions(run: dg.DagsterRun) -> list[str]:
 def processing_order(keys: list[str]) -> list[str]:
     """The order a batch sweeps its partitions: day by day, oldest first, each day's in the
     order given (the sensor gives a team's partitions together: they share a candidates pass)."""
-    return sorted(dict.fromkeys(keys), key=lambda key: key.partition("|")[0])
+    return sorted(dict.fromkeys(keys), key=lambda key: split_scanner_day_key(key)[0])
 
 
 def crash_suspect(ordered_keys: list[str], settled: set[str]) -> str | None:
@@ -74,11 +75,6 @@ def crash_suspect(ordered_keys: list[str], settled: set[str]) -> str | None:
     failure for. Retried alone, it cannot take the others down with it again; a store outage
     costs one partition a run of its own."""
     return next((key for key in ordered_keys if key not in settled), None)
-
-
-def partition_key(key: str) -> dg.MultiPartitionKey:
-    day, _, scanner_id = key.partition("|")
-    return dg.MultiPartitionKey({"date": day, "scanner": scanner_id})
 
 
 def _event_tags(key: dg.MultiPartitionKey) -> dict[str, str]:
@@ -113,7 +109,7 @@ def sweep_partitions(
     keys = list(dict.fromkeys(config.partitions))
     known = set(context.instance.get_dynamic_partitions("scanners"))
     records = SweepRecords(context.instance)
-    records.prefetch([k for k in keys if k.partition("|")[2] in known])
+    records.prefetch([k for k in keys if split_scanner_day_key(k)[1] in known])
     stored = {s.id: s for s in scanner_store.list_all(postgres.pool())}
     failed: dict[str, str] = {}
 
@@ -121,7 +117,7 @@ def sweep_partitions(
         message = str(error).strip() or type(error).__name__
         failed[key] = message
         context.log.error(f"{key}: {message}")
-        multi = partition_key(key)
+        multi = scanner_day_partition_key(key)
         return dg.AssetObservation(
             asset_key=OBSERVATION_BATCHES,
             partition=multi,
@@ -136,7 +132,7 @@ def sweep_partitions(
     def recorded(outcome: SweepOutcome) -> Iterator[Any]:
         """The partition's events: its failure, or its two materializations and its checks."""
         key = outcome.plan.partition_key
-        multi = partition_key(key)
+        multi = scanner_day_partition_key(key)
         if outcome.error is not None:
             yield failure(key, outcome.error)
             return
@@ -161,10 +157,10 @@ def sweep_partitions(
     # just recorded for the day before, as it would in a run after that day's run. Each
     # partition's events are yielded (stored) as soon as its observations are durable.
     ordered = processing_order(keys)
-    for day in sorted({key.partition("|")[0] for key in ordered}):
+    for day in sorted({split_scanner_day_key(key)[0] for key in ordered}):
         plans = []
-        for key in (k for k in ordered if k.partition("|")[0] == day):
-            scanner_id = key.partition("|")[2]
+        for key in (k for k in ordered if split_scanner_day_key(k)[0] == day):
+            scanner_id = split_scanner_day_key(key)[1]
             if scanner_id not in stored or scanner_id not in known:
                 yield failure(key, scanner_store.UnknownScanner(scanner_id))
                 continue

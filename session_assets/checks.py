@@ -15,7 +15,7 @@ from session_assets.assets.rollups import session_counter_rollups
 from session_assets.coverage import VISIBILITY_LAG
 from session_assets.days import day_start
 from session_assets.assets.scanning import OBSERVATION_BATCHES
-from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
+from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def, split_scanner_day_key
 from session_assets.resources import ClickHouseResource, PostgresResource
 from session_assets.scanners import ScannerError, compile_filter
 from session_assets.scanners import store as scanner_store
@@ -265,10 +265,8 @@ def evaluate_watermark_never_moves_backwards(instance: dg.DagsterInstance, parti
 
 
 def _scanner_day(partition_key: Any) -> tuple[str, date]:
-    keys = partition_key.keys_by_dimension if hasattr(partition_key, "keys_by_dimension") else dict(
-        zip(("date", "scanner"), str(partition_key).split("|"))
-    )
-    return keys["scanner"], date.fromisoformat(keys["date"])
+    day, scanner_id = split_scanner_day_key(partition_key)
+    return scanner_id, day
 
 
 def batch_check_results(

@@ -349,7 +349,6 @@ def backfill(scanner_id: str, start: datetime, end: datetime, wait: bool) -> Non
     import dagster as dg
 
     from session_assets import backfills
-    from session_assets.definitions import build_definitions
 
     _stack_and_resources()
     with dg.DagsterInstance.get() as instance:

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from session_assets import sql
 from session_assets.failpoints import failpoint
+from session_assets.partitions import scanner_day_key
 from session_assets.resources import ObjectStoreResource
 from session_assets.scanners import COUNTER_COLUMNS, Scanner, SessionSummary, Verdict, get_kind
 
@@ -211,7 +212,7 @@ def write_page(
     team = {"team_id": scanner.team_id, "period": period}
     with pool.connection() as conn, conn.transaction():
         conn.execute(sql.load("postgres/page_commit_async.sql"))
-        conn.execute(sql.load("postgres/partition_lock.sql"), {"partition": f"{scanner.id}|{day.isoformat()}"})
+        conn.execute(sql.load("postgres/partition_lock.sql"), {"partition": scanner_day_key(day, scanner.id)})
         ids = [c["session_id"] for c in page]
         granted = _reserve(conn, team, len(page), default_quota)
         failpoint("after_quota_reserve")

@@ -31,7 +31,7 @@ from session_assets.batches import (
 from session_assets.assets.scanning import OBSERVATION_BATCHES, earlier_watermark
 from session_assets.coverage import RollupRecord
 from session_assets.observations import quota_period
-from session_assets.partitions import daily_partitions_def, scanner_partitions_def
+from session_assets.partitions import daily_partitions_def, scanner_day_key, scanner_partitions_def
 from session_assets.resources import PostgresResource
 from session_assets.run_context import AS_OF_TAG, metadata_time
 from session_assets.scanners import store as scanner_store
@@ -101,7 +101,7 @@ def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: dat
     ]
     days = sweeps.watched_days(now, start)
     sweep_keys = {
-        (s.id, d): f"{d.isoformat()}|{s.id}" for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
+        (s.id, d): scanner_day_key(d, s.id) for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
     }
     in_flight, failures, stopped_batches = _run_states(instance, now)
     sweep_states = _partition_states(

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 
 from session_assets import coverage
 from session_assets.days import day_start
+from session_assets.partitions import scanner_day_key
 from session_assets.watermarks import Watermark, frontier, seen_until, starting_point, window
 
 # Only this many days back are watched; an older incomplete partition needs a hand backfill.
@@ -103,7 +104,7 @@ class Request:
 
     @property
     def partition_key(self) -> str:
-        return self.day.isoformat() if self.scanner_id is None else f"{self.day.isoformat()}|{self.scanner_id}"
+        return self.day.isoformat() if self.scanner_id is None else scanner_day_key(self.day, self.scanner_id)
 
     def run_key(self, now: datetime) -> str:
         # Unique per tick and attempt: a run key is used up by any run, failed ones included.
@@ -251,7 +252,7 @@ def plan_tick(
             sweep = state.sweeps.get((scanner.id, day), PartitionState())
             if sweep.complete:
                 continue
-            key = f"{day.isoformat()}|{scanner.id}"
+            key = scanner_day_key(day, scanner.id)
             if sweep.in_flight:
                 waiting[key] = "run in flight"
                 continue

@@ -20,7 +20,12 @@ from session_assets import observations, settings, sql, watermarks
 from session_assets.failpoints import failpoint
 from session_assets.assets.rollups import LATENCY_FRESHNESS, ROLLUP_COLUMNS, read_rollup_records, session_counter_rollups
 from session_assets.coverage import RollupRecord, coverage, missing_days
-from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def
+from session_assets.partitions import (
+    daily_partitions_def,
+    scanner_day_key,
+    scanner_day_partitions_def,
+    split_scanner_day_key,
+)
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
 from session_assets.run_context import BadRunTag, is_backfill, latest_materializations, parse_as_of
 from session_assets.scanners import Scanner, ScannerError, compile_filter
@@ -305,8 +310,8 @@ class SweepRecords:
             return
         wanted = set()
         for key in partition_keys:
-            day, scanner_id = _split(key)
-            wanted.update({key, f"{(day - timedelta(days=1)).isoformat()}|{scanner_id}"})
+            day, scanner_id = split_scanner_day_key(key)
+            wanted.update({key, scanner_day_key(day - timedelta(days=1), scanner_id)})
         self._load_watermarks(wanted)
 
     def recorded(self, partition_key: str, watermark: watermarks.Watermark) -> None:
@@ -334,9 +339,9 @@ class SweepRecords:
     def starting_point(self, day: date, scanner_id: str, scanner_start: datetime) -> watermarks.StartingPoint:
         own = previous = earlier = None
         if not self.backfill:
-            own = self.watermark(f"{day.isoformat()}|{scanner_id}")
+            own = self.watermark(scanner_day_key(day, scanner_id))
             if own is None:
-                previous = self.watermark(f"{(day - timedelta(days=1)).isoformat()}|{scanner_id}")
+                previous = self.watermark(scanner_day_key(day - timedelta(days=1), scanner_id))
             if own is None and previous is None:
                 earlier = earlier_watermark(self.instance, scanner_id, scanner_start.date(), day - timedelta(days=1))
         return watermarks.starting_point(day, scanner_start, own, previous, self.backfill, earlier)
@@ -345,7 +350,7 @@ class SweepRecords:
 def plan_sweep(records: SweepRecords, partition_key: str, stored: scanner_store.StoredScanner, as_of: datetime) -> SweepPlan:
     """Where one partition's sweep starts, what it reads and how far it may go (ScannerError when
     the stored definition no longer validates)."""
-    day, scanner_id = _split(partition_key)
+    day, scanner_id = split_scanner_day_key(partition_key)
     try:
         scanner = stored.valid()
         compiled = compile_filter(scanner.filter)
@@ -549,14 +554,6 @@ def _walk(
     outcome.walk_seconds = time.monotonic() - started
 
 
-def _split(partition_key: Any) -> tuple[date, str]:
-    if isinstance(partition_key, dg.MultiPartitionKey):
-        keys = partition_key.keys_by_dimension
-        return date.fromisoformat(keys["date"]), keys["scanner"]
-    day, _, scanner_id = str(partition_key).partition("|")
-    return date.fromisoformat(day), scanner_id
-
-
 # How far back a partition without a watermark of its own or of the day before looks for
 # the scanner's last one (a scanner re-enabled after a long pause resumes where it stopped).
 RESUME_LOOKBACK_DAYS = 400
@@ -567,7 +564,7 @@ def earlier_watermark(
 ) -> watermarks.Watermark | None:
     """The newest watermark of the scanner's partitions of days before `before` (two bounded queries)."""
     first = max(first_day, before - timedelta(days=RESUME_LOOKBACK_DAYS))
-    keys = [f"{(first + timedelta(days=n)).isoformat()}|{scanner_id}" for n in range((before - first).days)]
+    keys = [scanner_day_key(first + timedelta(days=n), scanner_id) for n in range((before - first).days)]
     found = [watermarks.Watermark.from_metadata(values) for values in latest_materializations(instance, OBSERVATION_BATCHES, keys).values()]
     marks = [m for m in found if m is not None]
     return max(marks, key=lambda m: m.key) if marks else None
