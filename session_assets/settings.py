@@ -83,6 +83,13 @@ def check_object_store_url(url: str) -> str:
     """`url` if it is `file:///absolute/path` (host empty or `localhost`) or `s3://bucket/prefix`."""
     parts = urlsplit(url)
     if parts.scheme == "s3":
+        # urlsplit sets a query and a fragment apart, and the key prefix is the path alone:
+        # `s3://b/p?x=1#f` silently wrote under `p/`. A bucket is required.
+        if not parts.netloc or "?" in url or "#" in url:
+            raise ValueError(
+                f"{OBJECT_STORE_URL_VAR}={redact(url)!r} is not an S3 folder URL: use s3://bucket/prefix "
+                "(a bucket, then a key prefix; no query or fragment)"
+            )
         return url
     if parts.scheme != "file":
         raise ValueError(f"{OBJECT_STORE_URL_VAR}={redact(url)!r}: expected file:///absolute/path or s3://bucket/prefix")
