@@ -63,6 +63,16 @@ class ClickHouseResource(dg.ConfigurableResource):
         text = sql.load(f"clickhouse/{name}.sql")
         return self.client().command(text, parameters=sql.bind(text, {**self.table_params(), **params}))
 
+    def missing_events_table(self) -> str | None:
+        """Why the events table cannot be read (it does not exist), naming it and its variable; None when it exists."""
+        if self.query("events_table_exists").result_rows[0][0]:
+            return None
+        table = self.events
+        return (
+            f"the events table {table.database}.{table.table} does not exist: {settings.EVENTS_TABLE_VAR}="
+            f"{self.events_table!r} names no table (unset it to use {self.database}.events, or create the table first)"
+        )
+
 
 _schema_ready: set[tuple[str, str, str]] = set()
 

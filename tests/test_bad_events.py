@@ -575,3 +575,53 @@ def test_a_sweep_refuses_a_default_monthly_quota_out_of_bounds(instance, resourc
         sweep(instance, resources, "quota-config", DAY, AS_OF, default_monthly_quota=quota)
     assert "greater than or equal to 1" in str(raised.value) or "less than or equal to 1000000000" in str(raised.value)
     assert observation_count(resources["postgres"]) == 0 and quota_used(resources["postgres"]) == 0
+
+
+# --- the events table itself -------------------------------------------------------------
+
+
+def _step_failure(result) -> str:
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return failure.event_specific_data.error.message.strip()
+
+
+@pytest.mark.parametrize("table", ["no_such_events", "nowhere.events"])
+def test_a_missing_events_table_is_one_error_naming_it_for_rollups_and_sweeps(instance, resources, table):
+    """Issue #14: SESSION_ASSETS_EVENTS_TABLE naming no table (or a database that is not there)
+    failed rollups, and sweeps of scanners with event filters, with the engine's raw
+    UNKNOWN_TABLE / UNKNOWN_DATABASE traceback. Now: one line naming the table and the
+    variable, nothing written; a scanner without an event filter reads only the rollups and
+    still sweeps."""
+    import dagster as dg
+
+    from session_assets.assets import events, session_counter_rollups
+
+    ch, pg = resources["clickhouse"], resources["postgres"]
+    add_scanner(instance, pg, scanner_id="all")
+    add_scanner(instance, pg, scanner_id="pageviews", filter={"events": [{"event": "$pageview"}]})
+    insert_raw(ch, [raw("$pageview", T, "s1", '{"$current_url":"https://x/"}'), raw("$pageview", T, "s2", "{}")])
+    roll(instance, ch, AS_OF)  # with the real table: the sweeps' rollups are there
+    wrong = ClickHouseResource(url=ch.url, database=ch.database, events_table=table)
+    where = table if "." in table else f"{ch.database}.{table}"
+
+    result = dg.materialize(
+        [events, session_counter_rollups], selection=[session_counter_rollups], partition_key=str(DAY),
+        resources={"clickhouse": wrong}, instance=instance, tags={"session_assets/as_of": AS_OF.isoformat()},
+        raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    message = _step_failure(result)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert f"the events table {where} does not exist: SESSION_ASSETS_EVENTS_TABLE={table!r} names no table" in message
+
+    with_wrong = {**resources, "clickhouse": wrong}
+    failed = sweep(instance, with_wrong, "pageviews", DAY, AS_OF + timedelta(minutes=5), raise_on_error=False)
+    assert not failed.success
+    message = _step_failure(failed)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert f"scanner 'pageviews' filters on events, but the events table {where} does not exist" in message
+    assert f"SESSION_ASSETS_EVENTS_TABLE={table!r}" in message
+    assert observed(pg, "pageviews") == {} and quota_used(pg) == 0
+
+    sweep_ok(instance, with_wrong, "all", AS_OF + timedelta(minutes=5))
+    assert set(observed(pg, "all")) == {"s1", "s2"}

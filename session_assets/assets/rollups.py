@@ -114,6 +114,10 @@ def plan_rollup(
 )
 def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
     started = time.monotonic()
+    missing = clickhouse.missing_events_table()
+    if missing:
+        # Configuration, not a blip: a retry would fail the same way.
+        raise dg.Failure(description=f"cannot roll up: {missing}", allow_retries=False)
     day = date.fromisoformat(context.partition_key)
     tags = context.run.tags
     as_of = parse_as_of(tags)

@@ -401,6 +401,15 @@ def sweep_plans(
             yield SweepOutcome(plan)
         else:
             groups.setdefault((plan.scanner.team_id, plan.day), []).append(plan)
+    # Only event filters read the events table: a scanner without one still sweeps the rollups.
+    if any(_reads_events(p) for group in groups.values() for p in group):
+        missing = clickhouse.missing_events_table()
+        if missing:
+            for key, group in groups.items():
+                for plan in (p for p in group if _reads_events(p)):
+                    error = f"scanner {plan.scanner.id!r} filters on events, but {missing}"
+                    yield SweepOutcome(plan, error=dg.Failure(description=error, allow_retries=False))
+                groups[key] = [p for p in group if not _reads_events(p)]
     pool = postgres.pool()
     for group in groups.values():
         for chunk in (group[i : i + MAX_SCANNERS_PER_PASS] for i in range(0, len(group), MAX_SCANNERS_PER_PASS)):
@@ -421,6 +430,10 @@ def sweep_plans(
 
 
 RETRY_DELAY_SECONDS = 1.0
+
+
+def _reads_events(plan: SweepPlan) -> bool:
+    return "{events_table:Identifier}" in plan.compiled.sql
 
 
 def _retryable(error: BaseException) -> bool:
