@@ -31,6 +31,8 @@ class ClickHouseResource(dg.ConfigurableResource):
     database: str = "session_assets"
     events_table: str = "events"
     lock_timeout_seconds: float = 120.0
+    # A sweep's candidates pass stops past this (SESSION_ASSETS_CANDIDATE_QUERY_SECONDS).
+    candidate_query_seconds: float = settings.DEFAULT_CANDIDATE_QUERY_SECONDS
 
     def client(self) -> Client:
         client = clickhouse.get_client(self.url, self.database, self.lock_timeout_seconds)
@@ -209,6 +211,8 @@ def build_resources(deferred: bool = True) -> dict[str, Any]:
             url=env_or(settings.CLICKHOUSE_URL_VAR, s.clickhouse_url),
             database=env_or(settings.CLICKHOUSE_DATABASE_VAR, s.clickhouse_database),
             events_table=env_or(settings.EVENTS_TABLE_VAR, s.events_table),
+            # A number, not a secret: its value is checked here, when the code location loads.
+            candidate_query_seconds=settings.candidate_query_seconds(),
         ),
         "postgres": PostgresResource(url=env_or(settings.POSTGRES_URL_VAR, ""), home=str(s.home)),
         "object_store": ObjectStoreResource(

@@ -7,6 +7,7 @@ the whole embedded stack.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -28,6 +29,9 @@ MAX_CONCURRENT_RUNS_VAR = "SESSION_ASSETS_MAX_CONCURRENT_RUNS"
 SWEEP_INTERVAL_VAR = "SESSION_ASSETS_SWEEP_INTERVAL_SECONDS"
 RETRY_BACKOFF_VAR = "SESSION_ASSETS_RETRY_BACKOFF_SECONDS"
 POSTHOG_URL_VAR = "SESSION_ASSETS_POSTHOG_URL"  # e.g. https://us.posthog.com: links to session replays
+# The time limit of a sweep's candidates query (ClickHouse's max_execution_time), in seconds.
+CANDIDATE_QUERY_SECONDS_VAR = "SESSION_ASSETS_CANDIDATE_QUERY_SECONDS"
+DEFAULT_CANDIDATE_QUERY_SECONDS = 120.0
 
 DEFAULT_START_DATE = "2024-01-01"
 
@@ -115,6 +119,19 @@ def seconds_setting(name: str, default: int, environ: Mapping[str, str] | None =
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{name}={text!r} is not a positive whole number of seconds")
     return int(text)
+
+
+def candidate_query_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """The candidates query's time limit: a positive number of seconds (fractions allowed)."""
+    env = os.environ if environ is None else environ
+    text = env.get(CANDIDATE_QUERY_SECONDS_VAR) or str(DEFAULT_CANDIDATE_QUERY_SECONDS)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{CANDIDATE_QUERY_SECONDS_VAR}={text[:120]!r} is not a positive number of seconds")
+    return seconds
 
 
 def clickhouse_database_name(environ: Mapping[str, str] | None = None) -> str:
