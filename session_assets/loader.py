@@ -37,7 +37,6 @@ from typing import Any, BinaryIO
 from session_assets import clickhouse as ch
 from session_assets.events_io import EVENT_COLUMNS, insert_events
 from session_assets.resources import ClickHouseResource
-from session_assets.settings import EVENTS_TABLE_VAR
 
 __all__ = [
     "EventFileError",
@@ -213,17 +212,9 @@ def load_events_file(
 
 def _require_events_table(clickhouse: ClickHouseResource) -> None:
     """Raise EventFileError unless the events table exists (before reading the file, not at the first insert)."""
-    table = clickhouse.events
-    found = clickhouse.client().query(
-        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
-        parameters={"db": table.database, "table": table.table},
-    )
-    if not found.result_rows[0][0]:
-        raise EventFileError(
-            f"the events table {table.database}.{table.table} does not exist: "
-            f"{EVENTS_TABLE_VAR}={clickhouse.events_table!r} names no table (unset it to load into "
-            f"{clickhouse.database}.events, or create the table first); nothing loaded"
-        )
+    problem = clickhouse.missing_events_table()
+    if problem:
+        raise EventFileError(f"{problem}; nothing loaded")
 
 
 def _validate(name: str, path: str | Path, rows: _RowParser) -> int:

@@ -37,6 +37,15 @@ DEFAULT_MONTHLY_QUOTA = 1_000_000
 MAX_MONTHLY_QUOTA = 10**9
 MonthlyQuota = Annotated[int, Field(ge=1, le=MAX_MONTHLY_QUOTA)]
 
+# Each string in an observation's evidence (the visitor's distinct id, the entry URL, a
+# custom kind's text) is cut to at most this many bytes of JSON text between its quotes
+# (escapes counted: 4,096 ASCII characters, 682 `é`, 341 emoji), so a page of evidence,
+# sent to Postgres as one array parameter and written as one batch object, stays far
+# below Postgres's 1 GB parameter limit: the built-in kinds' evidence stays under
+# MAX_EVIDENCE_BYTES an observation, 160 MiB at the largest page (10,000 candidates).
+MAX_EVIDENCE_TEXT_BYTES = 4096
+MAX_EVIDENCE_BYTES = 16 * 1024
+
 CANDIDATE_COLUMNS = (
     "team_id", "session_id", "distinct_id", "session_start", "session_end", "duration_s",
     "event_count", "pageview_count", "autocapture_count", "rageclick_count", "exception_count",
@@ -175,7 +184,10 @@ def prepare_page(scanner: Scanner, day: date, page: list[dict[str, Any]]) -> Pre
     kind = get_kind(scanner.kind)
     rule = scanner.parsed_rule
     verdicts = [kind.apply(summary(c), None, rule) for c in page]
-    evidence = [json.dumps(_evidence(c, v.evidence), default=_json_default, separators=(",", ":")) for c, v in zip(page, verdicts)]
+    evidence = [
+        json.dumps(bounded(_evidence(c, v.evidence)), default=_json_default, separators=(",", ":"))
+        for c, v in zip(page, verdicts)
+    ]
     head = f'{{"team_id":{scanner.team_id},"scanner_id":{_json_text(scanner.id)},"day":"{day.isoformat()}"'
     lines = [
         f'{head},"session_id":{_json_text(c["session_id"])},"verdict":{_json_text(v.verdict)},'
@@ -313,6 +325,34 @@ def _evidence(candidate: dict[str, Any], kind_evidence: dict[str, Any]) -> dict[
             "late": bool(candidate["late"]),
         },
     }
+
+
+def bounded(value: Any) -> Any:
+    """`value` (evidence: dicts, lists, scalars) with every string cut to MAX_EVIDENCE_TEXT_BYTES of JSON text."""
+    if isinstance(value, str):
+        return cut_text(value)
+    if isinstance(value, dict):
+        return {key: bounded(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [bounded(item) for item in value]
+    return value
+
+
+def cut_text(text: str, limit: int = MAX_EVIDENCE_TEXT_BYTES) -> str:
+    """The longest prefix of `text` whose JSON text (as json.dumps writes it) is at most `limit` bytes."""
+    if len(text) * 12 <= limit:  # an escaped character takes at most 12 bytes (a surrogate pair)
+        return text
+    text = text[:limit]  # at least a byte a character: never look at more (a 10 MB value)
+    if len(_json_text(text)) - 2 <= limit:
+        return text
+    shortest, longest = 0, len(text)  # the longest prefix that fits lies in [shortest, longest)
+    while longest - shortest > 1:
+        middle = (shortest + longest) // 2
+        if len(_json_text(text[:middle])) - 2 <= limit:
+            shortest = middle
+        else:
+            longest = middle
+    return text[:shortest]
 
 
 def _json_default(value: Any) -> Any:

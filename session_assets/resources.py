@@ -31,6 +31,8 @@ class ClickHouseResource(dg.ConfigurableResource):
     database: str = "session_assets"
     events_table: str = "events"
     lock_timeout_seconds: float = 120.0
+    # A sweep's candidates pass stops past this (SESSION_ASSETS_CANDIDATE_QUERY_SECONDS).
+    candidate_query_seconds: float = settings.DEFAULT_CANDIDATE_QUERY_SECONDS
 
     def client(self) -> Client:
         client = clickhouse.get_client(self.url, self.database, self.lock_timeout_seconds)
@@ -62,6 +64,16 @@ class ClickHouseResource(dg.ConfigurableResource):
     def command(self, name: str, **params: Any) -> Any:
         text = sql.load(f"clickhouse/{name}.sql")
         return self.client().command(text, parameters=sql.bind(text, {**self.table_params(), **params}))
+
+    def missing_events_table(self) -> str | None:
+        """Why the events table cannot be read (it does not exist), naming it and its variable; None when it exists."""
+        if self.query("events_table_exists").result_rows[0][0]:
+            return None
+        table = self.events
+        return (
+            f"the events table {table.database}.{table.table} does not exist: {settings.EVENTS_TABLE_VAR}="
+            f"{self.events_table!r} names no table (unset it to use {self.database}.events, or create the table first)"
+        )
 
 
 _schema_ready: set[tuple[str, str, str]] = set()
@@ -199,6 +211,8 @@ def build_resources(deferred: bool = True) -> dict[str, Any]:
             url=env_or(settings.CLICKHOUSE_URL_VAR, s.clickhouse_url),
             database=env_or(settings.CLICKHOUSE_DATABASE_VAR, s.clickhouse_database),
             events_table=env_or(settings.EVENTS_TABLE_VAR, s.events_table),
+            # A number, not a secret: its value is checked here, when the code location loads.
+            candidate_query_seconds=settings.candidate_query_seconds(),
         ),
         "postgres": PostgresResource(url=env_or(settings.POSTGRES_URL_VAR, ""), home=str(s.home)),
         "object_store": ObjectStoreResource(

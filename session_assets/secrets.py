@@ -17,8 +17,9 @@ SECRET_NAMES = (
 )  # fmt: skip
 _NAMES = "|".join(SECRET_NAMES)
 
-# The authority of a URL: up to the first '/', '?', '#' or space (RFC 3986).
-_AUTHORITY = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<authority>[^/?#\s]*)", re.IGNORECASE)
+# A URL from its scheme to the next space. Its authority ends at the first '/', '?' or
+# '#' (RFC 3986), but a password written with one of them unescaped ends at an '@' after it.
+_URL = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<rest>\S*)", re.IGNORECASE)
 # A query parameter: `?password=x`, `&token=x`, `;key=x`.
 _QUERY = re.compile(rf"(?P<lead>[?&;](?:{_NAMES})=)[^&;#\s]*", re.IGNORECASE)
 # A libpq keyword: at the start or after a space, `=` may have spaces around it; a
@@ -28,15 +29,19 @@ _KEYWORD = re.compile(rf"(?P<lead>(?:^|(?<=\s))(?:{_NAMES})\s*=\s*)(?:'(?:[^'\\]
 
 def redact(text: str) -> str:
     """`text` with every password, token or key in it replaced by `***`; the rest kept."""
-    text = _AUTHORITY.sub(_mask_userinfo, text)
+    text = _URL.sub(_mask_userinfo, text)
     text = _QUERY.sub(lambda m: m["lead"] + MASK, text)
     return _KEYWORD.sub(lambda m: m["lead"] + MASK, text)
 
 
 def _mask_userinfo(match: re.Match[str]) -> str:
-    # The last '@' ends the user info (as urlparse reads it); a password is after its first ':'.
-    userinfo, at, host = match["authority"].rpartition("@")
-    user, colon, password = userinfo.partition(":")
-    if not at or not colon or not password:
-        return match.group(0)
-    return f"{match['scheme']}{user}:{MASK}@{host}"
+    # `user:` starts user info; its password runs to the URL's last '@', so that one written
+    # with '/', '?', '#' or '@' unescaped (`user:pa/ss@host`, which urlparse splits at the
+    # '/') is masked whole. An '@' later in the URL (`?to=a@b`) masks more than the password,
+    # never less: this text is only printed.
+    rest = match["rest"]
+    user = re.match(r"[^:/?#@]*", rest).group(0)
+    at = rest.rfind("@")
+    if rest[len(user) : len(user) + 1] != ":" or at <= len(user) + 1:
+        return match.group(0)  # no `user:`, or no password before the '@'
+    return f"{match['scheme']}{user}:{MASK}{rest[at:]}"

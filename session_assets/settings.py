@@ -7,6 +7,7 @@ the whole embedded stack.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -28,6 +29,9 @@ MAX_CONCURRENT_RUNS_VAR = "SESSION_ASSETS_MAX_CONCURRENT_RUNS"
 SWEEP_INTERVAL_VAR = "SESSION_ASSETS_SWEEP_INTERVAL_SECONDS"
 RETRY_BACKOFF_VAR = "SESSION_ASSETS_RETRY_BACKOFF_SECONDS"
 POSTHOG_URL_VAR = "SESSION_ASSETS_POSTHOG_URL"  # e.g. https://us.posthog.com: links to session replays
+# The time limit of a sweep's candidates query (ClickHouse's max_execution_time), in seconds.
+CANDIDATE_QUERY_SECONDS_VAR = "SESSION_ASSETS_CANDIDATE_QUERY_SECONDS"
+DEFAULT_CANDIDATE_QUERY_SECONDS = 120.0
 
 DEFAULT_START_DATE = "2024-01-01"
 
@@ -83,6 +87,13 @@ def check_object_store_url(url: str) -> str:
     """`url` if it is `file:///absolute/path` (host empty or `localhost`) or `s3://bucket/prefix`."""
     parts = urlsplit(url)
     if parts.scheme == "s3":
+        # urlsplit sets a query and a fragment apart, and the key prefix is the path alone:
+        # `s3://b/p?x=1#f` silently wrote under `p/`. A bucket is required.
+        if not parts.netloc or "?" in url or "#" in url:
+            raise ValueError(
+                f"{OBJECT_STORE_URL_VAR}={redact(url)!r} is not an S3 folder URL: use s3://bucket/prefix "
+                "(a bucket, then a key prefix; no query or fragment)"
+            )
         return url
     if parts.scheme != "file":
         raise ValueError(f"{OBJECT_STORE_URL_VAR}={redact(url)!r}: expected file:///absolute/path or s3://bucket/prefix")
@@ -108,6 +119,19 @@ def seconds_setting(name: str, default: int, environ: Mapping[str, str] | None =
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{name}={text!r} is not a positive whole number of seconds")
     return int(text)
+
+
+def candidate_query_seconds(environ: Mapping[str, str] | None = None) -> float:
+    """The candidates query's time limit: a positive number of seconds (fractions allowed)."""
+    env = os.environ if environ is None else environ
+    text = env.get(CANDIDATE_QUERY_SECONDS_VAR) or str(DEFAULT_CANDIDATE_QUERY_SECONDS)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{CANDIDATE_QUERY_SECONDS_VAR}={text[:120]!r} is not a positive number of seconds")
+    return seconds
 
 
 def clickhouse_database_name(environ: Mapping[str, str] | None = None) -> str:

@@ -94,13 +94,18 @@ def _frame(events: Iterable[Mapping[str, Any]], as_of: datetime, tick: int | Non
             "input_tokens": _non_negative_int(props.get("$ai_input_tokens")) if ai else 0,
             "output_tokens": _non_negative_int(props.get("$ai_output_tokens")) if ai else 0,
             "cost_usd": _non_negative_decimal(props.get("$ai_total_cost_usd")) if ai else Decimal(0),
-            "url": props.get("$current_url") if e["event"] == "$pageview" else None,
+            # The rollup keeps a URL's first 2,048 characters (docs/bad-input.md).
+            "url": _first_chars(props.get("$current_url"), 2048) if e["event"] == "$pageview" else None,
         }
         for name, counter in _EVENT_COUNTERS.items():
             row[counter] = int(e["event"] == name)
         rows.append(row)
     columns = ["team_id", "session_id", "day", "timestamp", "inserted_at", "event", "distinct_id", "properties", "url", *COUNTERS]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _first_chars(value: Any, n: int) -> Any:
+    return value[:n] if isinstance(value, str) else value
 
 
 def _non_negative_int(value: Any) -> int:

@@ -189,7 +189,9 @@ def expected_rollups(rows: Iterable[Mapping[str, Any]], as_of: datetime, day: da
     frame["input_tokens"] = number("$ai_input_tokens", int)
     frame["output_tokens"] = number("$ai_output_tokens", int)
     frame["cost_usd"] = number("$ai_total_cost_usd", lambda v: Decimal(str(v)))
-    frame["url"] = [p.get("$current_url", "") if e == "$pageview" else None for p, e in zip(props, frame["event"])]
+    # The rollup keeps a URL's first 2,048 characters (docs/bad-input.md).
+    urls = [p.get("$current_url", "") for p in props]
+    frame["url"] = [(u[:2048] if isinstance(u, str) else u) if e == "$pageview" else None for u, e in zip(urls, frame["event"])]
     out = []
     for (team_id, day_value, session_id), group in frame.groupby(["team_id", "day", "$session_id"], sort=True):
         group = group.sort_values("timestamp", kind="stable")

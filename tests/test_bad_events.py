@@ -575,3 +575,113 @@ def test_a_sweep_refuses_a_default_monthly_quota_out_of_bounds(instance, resourc
         sweep(instance, resources, "quota-config", DAY, AS_OF, default_monthly_quota=quota)
     assert "greater than or equal to 1" in str(raised.value) or "less than or equal to 1000000000" in str(raised.value)
     assert observation_count(resources["postgres"]) == 0 and quota_used(resources["postgres"]) == 0
+
+
+# --- the events table itself -------------------------------------------------------------
+
+
+def _step_failure(result) -> str:
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return failure.event_specific_data.error.message.strip()
+
+
+@pytest.mark.parametrize("table", ["no_such_events", "nowhere.events"])
+def test_a_missing_events_table_is_one_error_naming_it_for_rollups_and_sweeps(instance, resources, table):
+    """Issue #14: SESSION_ASSETS_EVENTS_TABLE naming no table (or a database that is not there)
+    failed rollups, and sweeps of scanners with event filters, with the engine's raw
+    UNKNOWN_TABLE / UNKNOWN_DATABASE traceback. Now: one line naming the table and the
+    variable, nothing written; a scanner without an event filter reads only the rollups and
+    still sweeps."""
+    import dagster as dg
+
+    from session_assets.assets import events, session_counter_rollups
+
+    ch, pg = resources["clickhouse"], resources["postgres"]
+    add_scanner(instance, pg, scanner_id="all")
+    add_scanner(instance, pg, scanner_id="pageviews", filter={"events": [{"event": "$pageview"}]})
+    insert_raw(ch, [raw("$pageview", T, "s1", '{"$current_url":"https://x/"}'), raw("$pageview", T, "s2", "{}")])
+    roll(instance, ch, AS_OF)  # with the real table: the sweeps' rollups are there
+    wrong = ClickHouseResource(url=ch.url, database=ch.database, events_table=table)
+    where = table if "." in table else f"{ch.database}.{table}"
+
+    result = dg.materialize(
+        [events, session_counter_rollups], selection=[session_counter_rollups], partition_key=str(DAY),
+        resources={"clickhouse": wrong}, instance=instance, tags={"session_assets/as_of": AS_OF.isoformat()},
+        raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    message = _step_failure(result)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert f"the events table {where} does not exist: SESSION_ASSETS_EVENTS_TABLE={table!r} names no table" in message
+
+    with_wrong = {**resources, "clickhouse": wrong}
+    failed = sweep(instance, with_wrong, "pageviews", DAY, AS_OF + timedelta(minutes=5), raise_on_error=False)
+    assert not failed.success
+    message = _step_failure(failed)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert f"scanner 'pageviews' filters on events, but the events table {where} does not exist" in message
+    assert f"SESSION_ASSETS_EVENTS_TABLE={table!r}" in message
+    assert observed(pg, "pageviews") == {} and quota_used(pg) == 0
+
+    sweep_ok(instance, with_wrong, "all", AS_OF + timedelta(minutes=5))
+    assert set(observed(pg, "all")) == {"s1", "s2"}
+
+
+# --- unbounded text from visitors ---------------------------------------------------------
+
+
+def test_a_10_mb_url_and_distinct_id_are_stored_and_observed_bounded(instance, resources):
+    """Issue #14: `$current_url` went into the rollups whole (`entry_url`), and from there,
+    with the distinct id, into every observation's evidence (jsonb) and batch line: a page
+    of such sessions could pass Postgres's 1 GB parameter limit and fail the sweep on every
+    run. The rollup keeps a URL's first MAX_ENTRY_URL_CHARS characters; each evidence string
+    is cut to MAX_EVIDENCE_TEXT_BYTES of JSON text (escapes counted), the same in Postgres
+    and in the batch object."""
+    import gzip
+    from json.encoder import encode_basestring_ascii as json_text
+
+    from session_assets.assets.rollups import MAX_ENTRY_URL_CHARS
+    from session_assets.observations import MAX_EVIDENCE_BYTES, MAX_EVIDENCE_TEXT_BYTES
+
+    def fits(text: str) -> bool:
+        return len(json_text(text)) - 2 <= MAX_EVIDENCE_TEXT_BYTES
+
+    def longest_prefix_that_fits(cut: str, whole: str) -> bool:
+        return whole.startswith(cut) and fits(cut) and (len(cut) == len(whole) or not fits(whole[: len(cut) + 1]))
+
+    ch, pg = resources["clickhouse"], resources["postgres"]
+    add_scanner(instance, pg, scanner_id="all")
+    urls = {
+        "ascii-url": "https://x/checkout?q=" + "a" * TEN_MB,
+        "wide-url": "https://x/" + "é" * (TEN_MB // 2),  # 6 bytes each once escaped in JSON
+        "short-url": "https://x/",
+    }
+    wide_id = "user-" + "😀" * (TEN_MB // 4)  # 12 bytes each once escaped
+    rows = [
+        raw("$pageview", T, sid, json.dumps({"$current_url": url}, ensure_ascii=False),
+            distinct_id=wide_id if sid == "ascii-url" else "user-1")
+        for sid, url in urls.items()
+    ]  # fmt: skip
+    insert_raw(ch, rows)
+
+    roll(instance, ch, AS_OF)
+    rolled = {sid: row["entry_url"] for (_, sid, day), row in rollups(ch).items() if day == DAY}
+    assert rolled == {sid: url[:MAX_ENTRY_URL_CHARS] for sid, url in urls.items()}
+    assert len(rolled["ascii-url"]) == len(rolled["wide-url"]) == MAX_ENTRY_URL_CHARS
+
+    sweep_ok(instance, resources, "all", AS_OF)
+    evidence = {sid: row["evidence"] for sid, row in observed(pg, "all").items()}
+    assert set(evidence) == set(urls)
+    assert evidence["ascii-url"]["entry_url"] == rolled["ascii-url"]  # 2,048 ASCII characters fit whole
+    assert evidence["short-url"]["entry_url"] == "https://x/"
+    assert len(evidence["wide-url"]["entry_url"]) < MAX_ENTRY_URL_CHARS  # 2,048 'é' do not: cut further
+    assert longest_prefix_that_fits(evidence["wide-url"]["entry_url"], rolled["wide-url"])
+    assert longest_prefix_that_fits(evidence["ascii-url"]["session"]["distinct_id"], wide_id)
+    assert evidence["short-url"]["session"]["distinct_id"] == "user-1"
+
+    (key,) = resources["object_store"].list_keys("observations/")
+    lines = gzip.decompress(resources["object_store"].get(key)).decode().splitlines()
+    assert {json.loads(line)["session_id"]: json.loads(line)["evidence"] for line in lines} == evidence
+    assert max(len(line) for line in lines) <= MAX_EVIDENCE_BYTES
+
+    rerun_adds_nothing(instance, resources, ["all"])

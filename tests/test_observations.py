@@ -89,3 +89,38 @@ def test_pages_skip_a_row_repeating_the_key_before_it():
     rows = [row("a", 0), row("a", 0), row("b", 0), row("b", 1), row("b", 1), row("c", 1), row("c", 1), row("d", 2)]
     got = [[(c["session_id"], c["session_end"].minute) for c in page] for page in observations.pages(rows, 2)]
     assert got == [[("a", 0), ("b", 0)], [("b", 1), ("c", 1)], [("d", 2)]]
+
+
+def test_a_page_of_hostile_text_stays_far_below_postgres_parameter_limit(postgres_resource, local_object_store):
+    """Issue #14: a page's evidence goes to Postgres as one array parameter (at most 1 GB),
+    and its lines into one object. With every candidate carrying a 10 MB distinct id and
+    entry URL of the costliest characters to escape, each built-in kind's evidence stays
+    under MAX_EVIDENCE_BYTES, so a page of MAX_PAGE_SIZE stays under a sixth of the limit;
+    the cut text is still valid JSON that Postgres stores as written."""
+    from json.encoder import encode_basestring_ascii as json_text
+
+    from session_assets.assets.scanning import MAX_PAGE_SIZE
+
+    ten_mb = 10 * 1024 * 1024
+    hostile = ["a" * ten_mb, "é" * (ten_mb // 2), "😀" * (ten_mb // 4), "\x01" * ten_mb, '"\\' * (ten_mb // 2)]
+    page = []
+    for n in range(500):
+        row = candidate(f"s{n:03d}", n % 60)
+        row.update(distinct_id=hostile[n % 5], entry_url=hostile[(n + 1) % 5][:2048], cost_usd=Decimal("2.5"))
+        page.append(row)
+    rules = {"match": {}, "threshold": {"score": "pageview_count * 2", "flag_at": 1}, "ai_cost": {"max_cost_usd": 1}}
+    for kind, rule in rules.items():
+        scanner = parse_scanner(scanner_definition(f"hostile-{kind.replace('_', '-')}", kind=kind, rule=rule), source="test")
+        prepared = observations.prepare_page(scanner, DAY, page)
+        assert max(len(text) for text in prepared.evidence) <= observations.MAX_EVIDENCE_BYTES, kind
+        for text in prepared.evidence:
+            strings = [json.loads(text)["session"]["distinct_id"], *([json.loads(text)["entry_url"]] if kind == "match" else [])]
+            assert all(len(json_text(s)) - 2 <= observations.MAX_EVIDENCE_TEXT_BYTES for s in strings)
+    assert MAX_PAGE_SIZE * observations.MAX_EVIDENCE_BYTES <= 2**30 // 6
+
+    scanner = saved_scanner(postgres_resource, "hostile")
+    outcome = observations.write_page(postgres_resource.pool(), local_object_store, scanner, DAY, AS_OF, page[:50])
+    assert outcome.observed == 50
+    with postgres_resource.pool().connection() as conn:
+        stored = dict(conn.execute("SELECT session_id, evidence->'session'->>'distinct_id' FROM observations").fetchall())
+    assert all(hostile[n % 5].startswith(stored[f"s{n:03d}"]) and stored[f"s{n:03d}"] for n in range(50))

@@ -59,6 +59,36 @@ def test_a_file_url_that_is_not_an_absolute_local_folder_is_refused(url, tmp_pat
         settings.load_settings({settings.HOME_VAR: str(tmp_path), settings.OBJECT_STORE_URL_VAR: url})
 
 
+@pytest.mark.parametrize("suffix", ["/prefix?x=1#frag", "/prefix?x=1", "/prefix#frag", "/prefix?", "?x=1", "#frag"])
+def test_an_s3_url_with_a_query_or_fragment_is_refused(suffix, s3_endpoint, s3_bucket, tmp_path):
+    """Issue #14: `s3://bucket/prefix?x=1#frag` was taken and its query and fragment dropped:
+    objects went under `prefix/`, not where the value said. Refused naming the variable and
+    the value, in the resource (nothing written) and when settings are read; without the
+    query and fragment the same URL writes under the prefix."""
+    import boto3
+
+    url = f"s3://{s3_bucket}{suffix}"
+    store = ObjectStoreResource(url=url, s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1"))
+    expected = f"SESSION_ASSETS_OBJECT_STORE_URL={url!r} is not an S3 folder URL: use s3://bucket/prefix"
+    with pytest.raises(ValueError) as raised:
+        store.put("k", b"v")
+    assert str(raised.value).startswith(expected) and "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        settings.load_settings({settings.HOME_VAR: str(tmp_path), settings.OBJECT_STORE_URL_VAR: url})
+    bucket = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    assert bucket.list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
+    plain = url.partition("?")[0].partition("#")[0]
+    ObjectStoreResource(url=plain, s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1")).put("k", b"v")
+    written = [o["Key"] for o in bucket.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert written == (["prefix/k"] if suffix.startswith("/prefix") else ["k"])
+
+
+def test_an_s3_url_without_a_bucket_is_refused(tmp_path):
+    for url in ("s3:///prefix", "s3://"):
+        with pytest.raises(ValueError, match=re.escape(f"SESSION_ASSETS_OBJECT_STORE_URL={url!r} is not an S3 folder URL")):
+            settings.load_settings({settings.HOME_VAR: str(tmp_path), settings.OBJECT_STORE_URL_VAR: url})
+
+
 def test_file_urls_name_absolute_folders_and_the_default_survives_odd_home_paths(tmp_path):
     for url in (f"file://{tmp_path}/a", f"file://localhost{tmp_path}/b"):
         ObjectStoreResource(url=url, s3=S3Resource()).put("k", b"v")

@@ -377,3 +377,27 @@ def test_store_errors_mask_every_form(secret_password):
         postgres.get_pool(url, timeout_s=1)
     assert str(raised.value).startswith("Postgres at postgresql://app:***@127.0.0.1:1/x?sslpassword=***&connect_timeout=1")
     assert secret_password not in str(raised.value)
+
+
+# A password written with a character a URL reserves, unescaped: urlparse (and the old
+# redaction) ended the user info at the first '/', '?' or '#', so the password was left whole.
+UNESCAPED_PASSWORD_FORMS = [
+    ("postgresql://app:{pw}@db.internal:5432/app", "postgresql://app:***@db.internal:5432/app"),
+    ("postgresql://app:{pw}@db/app?sslmode=require&application_name=sweep",
+     "postgresql://app:***@db/app?sslmode=require&application_name=sweep"),
+    ("ClickHouse at https://u:{pw}@h:8443 is unreachable: https://u:{pw}@h:8443/",
+     "ClickHouse at https://u:***@h:8443 is unreachable: https://u:***@h:8443/"),
+]
+
+
+@pytest.mark.parametrize("reserved", ["/", "@", "#", "?", "/@", "?#/", "//", "@@/"])
+@pytest.mark.parametrize(("form", "masked"), UNESCAPED_PASSWORD_FORMS)
+def test_redact_masks_a_password_with_unescaped_url_characters(form, masked, reserved):
+    """Issue #14: `postgresql://user:pa/ss@host/db` printed as written: the user info was read
+    up to the first '/', which held no '@', so nothing was masked. Every piece of the password
+    must go, the host and the rest stay."""
+    head, tail = "pw-" + secrets.token_hex(6), secrets.token_hex(6)
+    pw = head + reserved + tail
+    redacted = redact(form.format(pw=pw))
+    assert redacted == masked
+    assert head not in redacted and tail not in redacted

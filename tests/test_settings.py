@@ -21,6 +21,29 @@ def test_a_bad_seconds_setting_names_the_variable_and_value(bad):
     assert str(error.value) == f"{settings.RETRY_BACKOFF_VAR}={bad!r} is not a positive whole number of seconds"
 
 
+def test_the_candidate_query_limit_defaults_parses_and_reaches_the_clickhouse_resource(monkeypatch):
+    from session_assets.resources import build_resources
+
+    var = settings.CANDIDATE_QUERY_SECONDS_VAR
+    assert settings.candidate_query_seconds({}) == settings.DEFAULT_CANDIDATE_QUERY_SECONDS == 120
+    assert settings.candidate_query_seconds({var: "0.25"}) == 0.25
+    monkeypatch.setenv(var, "45")
+    assert build_resources()["clickhouse"].candidate_query_seconds == 45
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "five", "nan", "inf", "1e999"])
+def test_a_bad_candidate_query_limit_names_the_variable_and_value(bad, monkeypatch):
+    from session_assets.resources import build_resources
+
+    expected = f"{settings.CANDIDATE_QUERY_SECONDS_VAR}={bad!r} is not a positive number of seconds"
+    with pytest.raises(ValueError) as error:
+        settings.candidate_query_seconds({settings.CANDIDATE_QUERY_SECONDS_VAR: bad})
+    assert str(error.value) == expected
+    monkeypatch.setenv(settings.CANDIDATE_QUERY_SECONDS_VAR, bad)
+    with pytest.raises(ValueError, match=expected):
+        build_resources()
+
+
 def test_backoff_doubles_from_its_base_and_caps_at_twelve_times_it():
     assert [sweeps.backoff(n) for n in (1, 2, 3, 4, 5)] == [timedelta(minutes=m) for m in (5, 10, 20, 40, 60)]
     base = timedelta(seconds=2)

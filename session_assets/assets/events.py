@@ -59,5 +59,8 @@ def observation(clickhouse: ClickHouseResource) -> dg.AssetObservation:
 
 @dg.multi_observable_source_asset(specs=[EVENTS])
 def events(clickhouse: ClickHouseResource) -> dg.ObserveResult:
+    missing = clickhouse.missing_events_table()
+    if missing:
+        raise dg.Failure(description=f"cannot observe events: {missing}", allow_retries=False)
     version, metadata = observation_metadata(clickhouse)
     return dg.ObserveResult(asset_key=EVENTS.key, data_version=version, metadata=metadata)

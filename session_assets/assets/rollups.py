@@ -22,6 +22,10 @@ from session_assets.run_context import is_backfill, latest_materializations, par
 # A sweep materializes both assets every tick; one not updated for this long is stale.
 LATENCY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=45), warn_window=timedelta(minutes=15))
 
+# `entry_url` is the visitor's $current_url: unbounded, so the rollup keeps its first
+# 2,048 characters (browsers' and CDNs' customary URL limit).
+MAX_ENTRY_URL_CHARS = 2048
+
 ROLLUP_COLUMNS = dg.TableSchema(
     columns=[
         dg.TableColumn("team_id", "Int64", description="Owning team."),
@@ -39,7 +43,7 @@ ROLLUP_COLUMNS = dg.TableSchema(
         dg.TableColumn("input_tokens", "UInt64", description="Sum of $ai_input_tokens."),
         dg.TableColumn("output_tokens", "UInt64", description="Sum of $ai_output_tokens."),
         dg.TableColumn("cost_usd", "Decimal(38, 12)", description="Sum of $ai_total_cost_usd, exact decimal."),
-        dg.TableColumn("entry_url", "String", description="$current_url of the day's first $pageview."),
+        dg.TableColumn("entry_url", "String", description="$current_url of the day's first $pageview, its first 2,048 characters."),
         dg.TableColumn("max_inserted_at", "DateTime64(6, 'UTC')", description="Newest inserted_at counted."),
         dg.TableColumn("computed_as_of", "DateTime64(6, 'UTC')", description="As-of time of the computation (row version)."),
     ]
@@ -114,6 +118,10 @@ def plan_rollup(
 )
 def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:
     started = time.monotonic()
+    missing = clickhouse.missing_events_table()
+    if missing:
+        # Configuration, not a blip: a retry would fail the same way.
+        raise dg.Failure(description=f"cannot roll up: {missing}", allow_retries=False)
     day = date.fromisoformat(context.partition_key)
     tags = context.run.tags
     as_of = parse_as_of(tags)
@@ -174,6 +182,7 @@ def rollup_params(as_of: datetime, full_days: list[date], incremental: Mapping[d
     days = sorted({*full_days, *incremental})
     return {
         "as_of": as_of,
+        "max_url_chars": MAX_ENTRY_URL_CHARS,
         "days": days,
         "full_days": sorted(full_days),
         "incremental_days": sorted(incremental),

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Iterator
 from urllib.parse import quote
 
 import dagster as dg
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import Field
 
 from session_assets import observations, settings, sql, watermarks
@@ -406,6 +407,15 @@ def sweep_plans(
             yield SweepOutcome(plan)
         else:
             groups.setdefault((plan.scanner.team_id, plan.day), []).append(plan)
+    # Only event filters read the events table: a scanner without one still sweeps the rollups.
+    if any(_reads_events(p) for group in groups.values() for p in group):
+        missing = clickhouse.missing_events_table()
+        if missing:
+            for key, group in groups.items():
+                for plan in (p for p in group if _reads_events(p)):
+                    error = f"scanner {plan.scanner.id!r} filters on events, but {missing}"
+                    yield SweepOutcome(plan, error=dg.Failure(description=error, allow_retries=False))
+                groups[key] = [p for p in group if not _reads_events(p)]
     pool = postgres.pool()
     for group in groups.values():
         for chunk in (group[i : i + MAX_SCANNERS_PER_PASS] for i in range(0, len(group), MAX_SCANNERS_PER_PASS)):
@@ -428,6 +438,10 @@ def sweep_plans(
 RETRY_DELAY_SECONDS = 1.0
 
 
+def _reads_events(plan: SweepPlan) -> bool:
+    return "{events_table:Identifier}" in plan.compiled.sql
+
+
 def _retryable(error: BaseException) -> bool:
     if isinstance(error, ScannerError):
         return False
@@ -436,12 +450,44 @@ def _retryable(error: BaseException) -> bool:
     return True
 
 
+class CandidateQueryTimeout(dg.Failure):
+    """A candidates pass ran past SESSION_ASSETS_CANDIDATE_QUERY_SECONDS; the message names its scanners."""
+
+
+def _timeout_errors(clickhouse: ClickHouseResource, plans: list[SweepPlan]) -> list[SweepOutcome]:
+    """An outcome per plan of a pass that ran out of time, each naming its scanner and the pass's others."""
+    limit = clickhouse.candidate_query_seconds
+    outcomes = []
+    for plan in plans:
+        others = [repr(p.scanner.id) for p in plans if p is not plan]
+        shared = ""
+        if others:
+            more = f" and {len(others) - 10} more" if len(others) > 10 else ""
+            shared = f", in one pass with {', '.join(others[:10])}{more}"
+        message = (
+            f"the candidates query of scanner {plan.scanner.id!r} (team {plan.scanner.team_id}, {plan.day}{shared}) "
+            f"ran past its time limit of {limit:g} s ({settings.CANDIDATE_QUERY_SECONDS_VAR}) and was stopped; "
+            "nothing was observed for it: narrow its filter or raise the limit"
+        )
+        # Not retried in this run: the same query would run as long again. The sensor
+        # retries each partition in a run of its own (a pass of its own), with backoff.
+        outcomes.append(SweepOutcome(plan, error=CandidateQueryTimeout(description=message, allow_retries=False)))
+    return outcomes
+
+
+def _timed_out(error: BaseException) -> bool:
+    return isinstance(error, ClickHouseError) and "TIMEOUT_EXCEEDED" in str(error)
+
+
 def _find_candidates(log: Any, clickhouse: ClickHouseResource, plans: list[SweepPlan]) -> list[SweepOutcome]:
     """One candidates pass for these plans (one team, one day): an outcome per plan with its
-    counts, or its error. When the shared pass fails, each plan gets a pass of its own."""
+    counts, or its error. When the shared pass fails, each plan gets a pass of its own; when it
+    runs out of time, each of its plans fails naming them all (a pass each could take as long)."""
     try:
         return _candidates_pass(clickhouse, plans)
     except Exception as error:  # noqa: BLE001 - isolated below, one scanner at a time
+        if _timed_out(error):
+            return _timeout_errors(clickhouse, plans)
         if len(plans) == 1:
             return [SweepOutcome(plans[0], error=error)]
         log.warning(f"a candidates pass over {len(plans)} scanners failed ({error}); one pass per scanner instead")
@@ -450,7 +496,7 @@ def _find_candidates(log: Any, clickhouse: ClickHouseResource, plans: list[Sweep
         try:
             outcomes.extend(_candidates_pass(clickhouse, [plan]))
         except Exception as error:  # noqa: BLE001 - this partition's failure only
-            outcomes.append(SweepOutcome(plan, error=error))
+            outcomes.extend(_timeout_errors(clickhouse, [plan]) if _timed_out(error) else [SweepOutcome(plan, error=error)])
     return outcomes
 
 
@@ -462,7 +508,8 @@ def _candidates_pass(clickhouse: ClickHouseResource, plans: list[SweepPlan]) -> 
     # In-process chDB shares the run's memory and cores with Postgres and Python:
     # on one thread the INSERT peaked ~45 MB lower over 1M sessions, no slower on
     # two cores. A server keeps its own threads.
-    client.command(statement, parameters=sql.bind(statement, params), settings={"max_threads": 1} if clickhouse.embedded else None)
+    limits: dict[str, Any] = {"max_execution_time": clickhouse.candidate_query_seconds}
+    client.command(statement, parameters=sql.bind(statement, params), settings={**limits, "max_threads": 1} if clickhouse.embedded else limits)
     failpoint("after_candidates_insert")
     first = plans[0]
     stats = clickhouse.query(

@@ -16,7 +16,9 @@ SELECT
     argMin(distinct_id, timestamp) AS distinct_id,
     -- @include fragments/session_counters.sql
     ,
-    argMinIf(JSONExtractString(properties, '$current_url'), timestamp, event = '$pageview') AS entry_url,
+    -- A visitor's URL, cut to {max_url_chars} characters (before aggregating: a 10 MB URL is
+    -- never held per session, nor stored, nor copied into candidates and evidence).
+    argMinIf(leftUTF8(JSONExtractString(properties, '$current_url'), {max_url_chars:UInt32}), timestamp, event = '$pageview') AS entry_url,
     {as_of:DateTime64(6, 'UTC')} AS computed_as_of
 FROM
 (

@@ -404,3 +404,63 @@ def test_a_sweep_refuses_a_page_size_out_of_bounds(instance, resources, page_siz
     assert "greater than or equal to 1" in error or "less than or equal to 10000" in error
     assert observed(resources["postgres"], "page-config") == {}
     assert [SweepConfig(page_size=n).page_size for n in (1, MAX_PAGE_SIZE)] == [1, 10_000]
+
+
+def _store_rows(postgres) -> tuple[int, int]:
+    with postgres.pool().connection() as conn:
+        observations = conn.execute("SELECT count(*) FROM observations").fetchone()[0]
+        batches = conn.execute("SELECT count(*) FROM observation_batches").fetchone()[0]
+    return observations, batches
+
+
+def test_a_candidates_query_past_its_time_limit_fails_its_partitions_naming_the_scanners(instance, resources):
+    """Issue #14: a candidates pass had no time limit (a costly filter over a big day ran
+    until the run's hour was up). Its INSERT ... SELECT now carries max_execution_time
+    (SESSION_ASSETS_CANDIDATE_QUERY_SECONDS): past it, the partition fails, not retried in
+    the run, with one line naming the scanner and the limit, and nothing is written in
+    Postgres or the object store. A shared pass of one team's scanners fails each of its
+    partitions naming them all. A microsecond is past any pass that reads a row; with the
+    default limit the same partitions sweep."""
+    import logging
+
+    from session_assets.assets.scanning import SweepConfig, SweepRecords, plan_sweep, sweep_plans
+    from session_assets.resources import ClickHouseResource
+    from session_assets.settings import DEFAULT_CANDIDATE_QUERY_SECONDS
+
+    ch, pg = resources["clickhouse"], resources["postgres"]
+    for scanner_id in ("heavy", "light"):
+        add_scanner(instance, pg, scanner_id=scanner_id, filter={"events": [{"event": "$pageview"}]})
+    start = at("2024-03-01T06:00:00")
+    insert_rows(ch, [row for n in range(500) for row in session(f"s{n:03d}", start + timedelta(seconds=n), start + timedelta(seconds=n + 60))])
+    as_of = at("2024-03-01T12:00:00")
+    roll(instance, resources, as_of)
+    tiny = ClickHouseResource(url=ch.url, database=ch.database, candidate_query_seconds=1e-6)
+    with_tiny = {**resources, "clickhouse": tiny}
+
+    # One partition, its own run (the asset): one failure, not retried, naming scanner and limit.
+    failed = sweep(instance, with_tiny, "heavy", DAY, as_of, raise_on_error=False)
+    assert not failed.success and not failed.get_asset_materialization_events()
+    (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.event_specific_data.error.message.strip()
+    assert "\n" not in message
+    assert "the candidates query of scanner 'heavy' (team 1, 2024-03-01) ran past its time limit of 1e-06 s " \
+           "(SESSION_ASSETS_CANDIDATE_QUERY_SECONDS) and was stopped" in message, message
+    assert _store_rows(pg) == (0, 0) and not list(resources["object_store"].list_keys())
+
+    # Both scanners in one shared pass (a batch's): each partition fails naming both.
+    records = SweepRecords(instance)
+    plans = [plan_sweep(records, f"{DAY}|{s}", store.get(pg.pool(), s), as_of) for s in ("heavy", "light")]
+    outcomes = list(sweep_plans(logging.getLogger("test"), tiny, pg, resources["object_store"], plans, SweepConfig(), retries=1))
+    assert [(o.plan.scanner.id, str(o.error)) for o in outcomes] == [
+        (own, f"the candidates query of scanner {own!r} (team 1, 2024-03-01, in one pass with {other!r}) ran past "
+              "its time limit of 1e-06 s (SESSION_ASSETS_CANDIDATE_QUERY_SECONDS) and was stopped; nothing was "
+              "observed for it: narrow its filter or raise the limit")
+        for own, other in (("heavy", "light"), ("light", "heavy"))
+    ]  # fmt: skip
+    assert _store_rows(pg) == (0, 0) and not list(resources["object_store"].list_keys())
+
+    # The limit alone stopped them: with the default each partition sweeps every session.
+    assert ch.candidate_query_seconds == DEFAULT_CANDIDATE_QUERY_SECONDS
+    for scanner_id in ("heavy", "light"):
+        assert sweep_metadata(sweep(instance, resources, scanner_id, DAY, as_of))["observed"] == 500
+    assert _store_rows(pg)[0] == 1000
