@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from session_assets import sql
+from session_assets import records, sql
 from session_assets.assets.rollups import session_counter_rollups
 from session_assets.coverage import VISIBILITY_LAG
 from session_assets.days import day_start
@@ -20,7 +20,7 @@ from session_assets.resources import ClickHouseResource, PostgresResource
 from session_assets.scanners import ScannerError, compile_filter
 from session_assets.scanners import store as scanner_store
 from session_assets.run_context import latest_materialization, metadata_time
-from session_assets.watermarks import LOOKBACK, Watermark
+from session_assets.watermarks import LOOKBACK
 
 
 def rollup_check_scope(materialized_by_this_run: bool, mode: str, complete: bool, was_complete: bool) -> str:
@@ -50,11 +50,11 @@ def rollup_counters_match_events(
     if latest is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "partition never materialized"})
     values, run_id = latest
-    as_of = metadata_time(values["covered_until"])
+    as_of = metadata_time(values[records.COVERED_UNTIL])
     scope = rollup_check_scope(
         materialized_by_this_run=run_id == context.run.run_id,
         mode=str(values.get("mode")),
-        complete=bool(values.get("complete")),
+        complete=bool(values.get(records.COMPLETE)),
         was_complete=_was_complete_before(context, partition_key, run_id),
     )
     compared, without_events, not_rolled_up, differ, examples = clickhouse.query(
@@ -81,14 +81,14 @@ def rollup_counters_match_events(
 
 def _was_complete_before(context: dg.AssetCheckExecutionContext, partition_key: str, run_id: str) -> bool:
     """Whether the materialization before `run_id`'s already marked the day complete."""
-    records = context.instance.fetch_materializations(
+    newest_two = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=session_counter_rollups.key, asset_partitions=[partition_key]), limit=2
     ).records
-    earlier = [r for r in records if r.run_id != run_id]
+    earlier = [r for r in newest_two if r.run_id != run_id]
     if not earlier or earlier[0].asset_materialization is None:
         return False
-    complete = earlier[0].asset_materialization.metadata.get("complete")
-    return bool(complete.value) if complete is not None else False
+    record = records.RollupRecord.from_metadata(earlier[0].asset_materialization.metadata)
+    return record is not None and record.complete
 
 
 @dg.asset_check(
@@ -110,7 +110,7 @@ def evaluate_observations_behind_watermark(
 ) -> dg.AssetCheckResult:
     scanner_id, day = _scanner_day(partition_key)
     latest = latest_materialization(instance, OBSERVATION_BATCHES, partition_key)
-    watermark = Watermark.from_metadata(latest[0]) if latest else None
+    watermark = records.watermark_of(latest[0]) if latest else None
     if watermark is None:
         return dg.AssetCheckResult(passed=True, metadata={"reason": "partition never swept"})
     with postgres.pool().connection() as conn:
@@ -159,9 +159,9 @@ def evaluate_no_session_behind_watermark_unobserved(
     if latest is None:
         return dg.AssetCheckResult(passed=True, metadata={"reason": "partition never swept"})
     values, run_id = latest
-    watermark = Watermark.from_metadata(values)
+    watermark = records.watermark_of(values)
     swept_by_this_run = run_id == this_run_id
-    if swept_by_this_run and not values.get("complete"):
+    if swept_by_this_run and not values.get(records.COMPLETE):
         return dg.AssetCheckResult(passed=True, metadata={"scope": "open: verified when the day completes"})
     if watermark is None or watermark.seen_until is None:
         return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing seen yet"})
@@ -207,7 +207,7 @@ def evaluate_no_session_behind_watermark_unobserved(
     return dg.AssetCheckResult(
         passed=not unobserved,
         metadata={
-            "scope": "day complete" if values.get("complete") else "up to the watermark",
+            "scope": "day complete" if values.get(records.COMPLETE) else "up to the watermark",
             "sessions_checked": checked,
             "unobserved": len(unobserved),
             "examples": dg.MetadataValue.json(unobserved[:5]),
@@ -244,14 +244,10 @@ def watermark_never_moves_backwards(context: dg.AssetCheckExecutionContext) -> d
 
 
 def evaluate_watermark_never_moves_backwards(instance: dg.DagsterInstance, partition_key: str) -> dg.AssetCheckResult:
-    records = instance.fetch_materializations(
+    newest_two = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=OBSERVATION_BATCHES, asset_partitions=[partition_key]), limit=2
     ).records
-    marks = [
-        Watermark.from_metadata({k: v.value for k, v in r.asset_materialization.metadata.items()})
-        for r in records
-        if r.asset_materialization is not None
-    ]
+    marks = [records.watermark_of(r.asset_materialization.metadata) for r in newest_two if r.asset_materialization is not None]
     if len(marks) < 2 or None in marks:
         return dg.AssetCheckResult(passed=True, metadata={"compared": len(marks)})
     latest, before = marks

@@ -19,40 +19,17 @@ it continues from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
-from session_assets.days import is_complete
-from session_assets.run_context import metadata_time
+from session_assets.days import VISIBILITY_LAG, is_complete
+from session_assets.records import RollupRecord
 
-VISIBILITY_LAG = timedelta(minutes=5)
+__all__ = ["VISIBILITY_LAG", "RollupRecord", "after_rollups", "coverage", "day_coverage", "late_horizon", "missing_days"]
 # How far back a rollup run re-rolls late events of earlier days. Older late
 # data needs a hand backfill; the bound keeps the scan of `inserted_at` small.
 LATE_HORIZON_DAYS = 7
-
-
-@dataclass(frozen=True)
-class RollupRecord:
-    """What the latest materialization of one rollup day says about its coverage."""
-
-    covered_until: datetime
-    complete: bool = False
-    late_covered_until: datetime | None = None
-    late_covered_days: frozenset[date] = field(default_factory=frozenset)
-
-    @classmethod
-    def from_metadata(cls, values: Mapping[str, Any]) -> RollupRecord | None:
-        covered = metadata_time(values.get("covered_until"))
-        if covered is None:
-            return None
-        late_days = values.get("late_covered_days") or []
-        return cls(
-            covered_until=covered,
-            complete=bool(values.get("complete")),
-            late_covered_until=metadata_time(values.get("late_covered_until")),
-            late_covered_days=frozenset(date.fromisoformat(str(d)) for d in late_days),
-        )
 
 
 def day_coverage(day: date, records: Mapping[date, RollupRecord]) -> datetime | None:

@@ -7,6 +7,10 @@ from datetime import date, datetime, time, timedelta, timezone
 # A session is over after 30 min of inactivity; events reach ClickHouse within
 # 5 min more. Until then a session (or a day) may still grow (SPEC §6).
 SETTLE = timedelta(minutes=35)
+# An event is visible in the events table at most this long after its `inserted_at`
+# stamp (a loader or async insert stamps a whole batch when it starts): every
+# incremental read starts that much before the coverage it continues from.
+VISIBILITY_LAG = timedelta(minutes=5)
 
 
 def day_start(day: date) -> datetime:

@@ -13,9 +13,10 @@ from psycopg_pool import ConnectionPool
 
 from session_assets import demo_data
 from session_assets.events_io import EVENT_COLUMNS, insert_events
-from session_assets.partitions import scanner_partitions_def
+from session_assets.partitions import scanner_day_key, scanner_day_partition_key, scanner_partitions_def
 from session_assets.resources import ClickHouseResource
-from session_assets.run_context import AS_OF_TAG
+from session_assets.records import RollupRecord, SweepRecord
+from session_assets.run_context import AS_OF_TAG, metadata_values
 from session_assets.scanners import Scanner, load_scanners
 from session_assets.scanners import store as scanner_store
 
@@ -79,14 +80,14 @@ def materialize_rollups(
             run_config=QUIET_LOGS,
         )
         (materialization,) = result.asset_materializations_for_node("session_counter_rollups")
-        meta = {k: v.value for k, v in materialization.metadata.items()}
+        meta = metadata_values(materialization.metadata)
         checks = result.get_asset_check_evaluations()
         results.append(
             DayRollup(
                 day=day.isoformat(),
                 sessions=int(meta["sessions"]),
                 events=int(meta["events"]),
-                complete=bool(meta["complete"]),
+                complete=RollupRecord.from_metadata(meta).complete,
                 check_passed=all(c.passed for c in checks) if checks else None,
             )
         )
@@ -137,7 +138,7 @@ def sweep_partitions(
         for scanner_id in scanner_ids:
             result = job.execute_in_process(
                 instance=instance,
-                partition_key=dg.MultiPartitionKey({"date": day.isoformat(), "scanner": scanner_id}),
+                partition_key=scanner_day_partition_key(scanner_day_key(day, scanner_id)),
                 asset_selection=selection,
                 tags={AS_OF_TAG: as_of.isoformat()},
                 run_config=QUIET_LOGS,
@@ -145,7 +146,8 @@ def sweep_partitions(
             (event,) = [
                 e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("observation_batches")
             ]
-            meta = {k: v.value for k, v in event.materialization.metadata.items()}
+            meta = metadata_values(event.materialization.metadata)
+            record = SweepRecord.from_metadata(meta)
             done.append(
                 PartitionSweep(
                     scanner_id=scanner_id,
@@ -153,8 +155,8 @@ def sweep_partitions(
                     observed=int(meta["observed"]),
                     candidates=int(meta["candidates"]),
                     quota_skipped=int(meta["quota_skipped"]),
-                    watermark_end=datetime.fromtimestamp(meta["watermark_end"], tz=timezone.utc),
-                    complete=bool(meta["complete"]),
+                    watermark_end=record.watermark.end,
+                    complete=record.complete,
                     checks_passed=all(c.passed for c in result.get_asset_check_evaluations()),
                 )
             )

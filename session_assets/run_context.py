@@ -69,7 +69,7 @@ def latest_materialization(
     materialization = record.asset_materialization
     if materialization is None:
         return None
-    values = {key: entry.value for key, entry in materialization.metadata.items()}
+    values = metadata_values(materialization.metadata)
     return values, record.run_id
 
 
@@ -97,8 +97,13 @@ def latest_materializations(
     for key, storage_id in latest.items():
         record = by_id.get(storage_id)
         if record is not None and record.asset_materialization is not None:
-            out[key] = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+            out[key] = metadata_values(record.asset_materialization.metadata)
     return out
+
+
+def metadata_values(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """{key: plain value} of a materialization's metadata (timestamps as float seconds); plain values pass."""
+    return {key: entry.value if isinstance(entry, dg.MetadataValue) else entry for key, entry in metadata.items()}
 
 
 def metadata_time(value: Any) -> datetime | None:

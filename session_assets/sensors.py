@@ -29,13 +29,12 @@ from session_assets.batches import (
     sweep_batch_job,
 )
 from session_assets.assets.scanning import OBSERVATION_BATCHES, earlier_watermark
-from session_assets.coverage import RollupRecord
+from session_assets.records import RollupRecord, SweepRecord
 from session_assets.observations import quota_period
 from session_assets.partitions import daily_partitions_def, scanner_day_key, scanner_partitions_def
 from session_assets.resources import PostgresResource
 from session_assets.run_context import AS_OF_TAG, metadata_time
 from session_assets.scanners import store as scanner_store
-from session_assets.watermarks import Watermark
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -217,22 +216,22 @@ def _parsed_records(instance: dg.DagsterInstance) -> dict[int, dict[str, Any]]:
 
 
 def _parse(record: Any) -> dict[str, Any]:
-    meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
-    frontier = meta.get("frontier")
-    rollup = RollupRecord.from_metadata(meta)
-    watermark = Watermark.from_metadata(meta)
+    metadata = record.asset_materialization.metadata
+    rollup = RollupRecord.from_metadata(metadata)
+    sweep = SweepRecord.from_metadata(metadata)
+    watermark = sweep.watermark if sweep else None
     return {
         "materialized_at": datetime.fromtimestamp(record.timestamp, tz=timezone.utc),
-        "succeeded_as_of": metadata_time(meta.get("as_of") or meta.get("covered_until")),
-        "complete": bool(meta.get("complete")),
+        "succeeded_as_of": (sweep.as_of if sweep else None) or (rollup.covered_until if rollup else None),
+        "complete": (sweep or rollup).complete if (sweep or rollup) else False,
         "covered_until": rollup.covered_until if rollup else None,
         "late_covered_until": rollup.late_covered_until if rollup else None,
         "late_covered_days": rollup.late_covered_days if rollup else frozenset(),
-        "frontier": metadata_time(frontier) if isinstance(frontier, (int, float)) else None,
+        "frontier": sweep.frontier if sweep else None,
         "watermark_end": watermark.end if watermark else None,
         "watermark_session_id": watermark.session_id if watermark else "",
         "seen_until": watermark.seen_until if watermark else None,
-        "quota_stopped": bool(meta.get("quota_stopped")),
+        "quota_stopped": sweep.quota_stopped if sweep else False,
     }
 
 
@@ -442,20 +441,19 @@ def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request:
             materialization = event.step_materialization_data.materialization
             meta = materialization.metadata
             if materialization.asset_key == OBSERVATION_BATCHES:
-                seen = meta["seen_until"].value
+                sweep = SweepRecord.from_metadata(meta)
                 summary_of(materialization.partition).update(
                     success=True,
-                    watermark_end=_iso(meta["watermark_end"].value),
-                    watermark_session_id=meta["watermark_session_id"].value,
-                    seen_until=_iso(seen) if isinstance(seen, (int, float)) else None,
-                    complete=meta["complete"].value,
+                    watermark_end=sweep.watermark.end.isoformat(),
+                    watermark_session_id=sweep.watermark.session_id,
+                    seen_until=sweep.watermark.seen_until.isoformat() if sweep.watermark.seen_until else None,
+                    complete=sweep.complete,
                     observed=meta["observed"].value,
                     quota_skipped=meta["quota_skipped"].value,
                 )
             elif materialization.asset_key == session_counter_rollups.key:
-                summary_of(materialization.partition).update(
-                    covered_until=_iso(meta["covered_until"].value), complete=meta["complete"].value
-                )
+                rollup = RollupRecord.from_metadata(meta)
+                summary_of(materialization.partition).update(covered_until=rollup.covered_until.isoformat(), complete=rollup.complete)
         elif event.event_type_value == "ASSET_OBSERVATION":
             observation = event.asset_observation_data.asset_observation
             if FAILURE_KEY in observation.metadata:
@@ -484,10 +482,6 @@ def _root_cause(error: Any) -> str:
     ):
         error = error.cause
     return error.message.strip()
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
 
 
 def status_report(instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime) -> dict[str, Any]:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any
 
-from session_assets.coverage import VISIBILITY_LAG
-from session_assets.days import SETTLE, day_end, day_start
-from session_assets.run_context import metadata_time
+from session_assets.days import SETTLE, VISIBILITY_LAG, day_end, day_start
 
 # SDKs rotate session ids after 24 h; 2 h more for clock skew.
 LOOKBACK = timedelta(hours=26)
@@ -33,22 +31,6 @@ class Watermark:
     @property
     def key(self) -> tuple[datetime, str]:
         return (self.end, self.session_id)
-
-    def metadata(self) -> dict[str, Any]:
-        return {"watermark_end": self.end, "watermark_session_id": self.session_id, "seen_until": self.seen_until}
-
-    @classmethod
-    def from_metadata(cls, values: Mapping[str, Any]) -> Watermark | None:
-        end = metadata_time(values.get("watermark_end"))
-        if end is None:
-            return None
-        # Records written before `seen_until` existed: their as-of time played its part.
-        if "seen_until" in values:
-            raw = values["seen_until"]  # a timestamp, or text when nothing was seen yet
-            seen = metadata_time(raw) if isinstance(raw, (int, float)) else None
-        else:
-            seen = metadata_time(values.get("as_of"))
-        return cls(end, str(values.get("watermark_session_id") or ""), seen)
 
 
 def passed(key: tuple[datetime, str], watermark: Watermark) -> bool:

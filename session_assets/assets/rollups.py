@@ -12,7 +12,8 @@ from session_assets import settings
 
 from session_assets.assets.events import events
 from session_assets.assets.events import observation as events_observation
-from session_assets.coverage import VISIBILITY_LAG, RollupRecord, day_coverage, late_horizon
+from session_assets.coverage import VISIBILITY_LAG, day_coverage, late_horizon
+from session_assets.records import RollupRecord
 from session_assets.days import day_start, is_complete
 from session_assets.partitions import daily_partitions_def
 from session_assets.resources import ClickHouseResource
@@ -161,16 +162,12 @@ def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: Click
         context.log_event(events_observation(clickhouse))
     return dg.MaterializeResult(
         metadata={
-            "covered_until": dg.MetadataValue.timestamp(as_of),
-            "complete": dg.MetadataValue.bool(plan.complete),
+            **RollupRecord(as_of, plan.complete, as_of, frozenset(plan.late_since)).to_metadata(),
             "mode": dg.MetadataValue.text(plan.mode),
             "rows": dg.MetadataValue.int(int(recomputed)),
             "sessions": dg.MetadataValue.int(int(sessions)),
             "events": dg.MetadataValue.int(int(event_total or 0)),
             "late_days": dg.MetadataValue.json([d.isoformat() for d in late_days]),
-            # The earlier days whose late events this run re-rolled up to covered_until.
-            "late_covered_until": dg.MetadataValue.timestamp(as_of),
-            "late_covered_days": dg.MetadataValue.json([d.isoformat() for d in sorted(plan.late_since)]),
             "duration_s": dg.MetadataValue.float(round(duration, 3)),
             "dagster/row_count": dg.MetadataValue.int(int(sessions)),
         }

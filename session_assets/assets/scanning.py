@@ -20,7 +20,8 @@ from pydantic import Field
 from session_assets import observations, settings, sql, watermarks
 from session_assets.failpoints import failpoint
 from session_assets.assets.rollups import LATENCY_FRESHNESS, ROLLUP_COLUMNS, read_rollup_records, session_counter_rollups
-from session_assets.coverage import RollupRecord, coverage, missing_days
+from session_assets.coverage import coverage, missing_days
+from session_assets.records import RollupRecord, SweepRecord, watermark_of
 from session_assets.partitions import (
     daily_partitions_def,
     scanner_day_key,
@@ -251,16 +252,9 @@ class SweepOutcome:
         complete = watermarks.is_complete(plan.day, plan.frontier, walk.finished)
         quota_skipped = counts["candidates"] - walk.handled if not walk.finished else 0
         start = plan.start.watermark
+        record = SweepRecord(new_watermark, plan.as_of, plan.frontier, complete, quota_stopped=not walk.finished)
         shared = {
-            "watermark_end": dg.MetadataValue.timestamp(new_watermark.end),
-            "watermark_session_id": dg.MetadataValue.text(new_watermark.session_id),
-            "seen_until": dg.MetadataValue.timestamp(new_watermark.seen_until)
-            if new_watermark.seen_until
-            else dg.MetadataValue.text("nothing seen yet"),
-            "frontier": dg.MetadataValue.timestamp(plan.frontier) if plan.frontier else dg.MetadataValue.text("no rollups yet"),
-            "complete": dg.MetadataValue.bool(complete),
-            "quota_stopped": dg.MetadataValue.bool(not walk.finished),
-            "as_of": dg.MetadataValue.timestamp(plan.as_of),
+            **record.to_metadata(),
             "resumed_from": dg.MetadataValue.text(f"{plan.start.source}: {start.end.isoformat()} {start.session_id}".strip()),
             "scanner": dg.MetadataValue.text(f"{plan.scanner.id} (team {plan.scanner.team_id}, {plan.scanner.kind})"),
         }
@@ -328,7 +322,7 @@ class SweepRecords:
         missing = keys - self._watermarks.keys()
         found = latest_materializations(self.instance, OBSERVATION_BATCHES, missing)
         for key in missing:
-            self._watermarks[key] = watermarks.Watermark.from_metadata(found[key]) if key in found else None
+            self._watermarks[key] = watermark_of(found[key]) if key in found else None
 
     def rollup_records(self, days: list[date]) -> dict[date, RollupRecord]:
         missing = [d for d in days if d not in self._rollups]
@@ -612,7 +606,7 @@ def earlier_watermark(
     """The newest watermark of the scanner's partitions of days before `before` (two bounded queries)."""
     first = max(first_day, before - timedelta(days=RESUME_LOOKBACK_DAYS))
     keys = [scanner_day_key(first + timedelta(days=n), scanner_id) for n in range((before - first).days)]
-    found = [watermarks.Watermark.from_metadata(values) for values in latest_materializations(instance, OBSERVATION_BATCHES, keys).values()]
+    found = [watermark_of(values) for values in latest_materializations(instance, OBSERVATION_BATCHES, keys).values()]
     marks = [m for m in found if m is not None]
     return max(marks, key=lambda m: m.key) if marks else None
 
