@@ -12,7 +12,7 @@ then each requested run with `execute_in_process`, one after another (what
 Figures:
 
 * throughput (info). One UTC day of `--events` events (default 10,000,000),
-  generated with `demo_data.generate_bulk_events` one team at a time (`--teams`,
+  generated with `bulk_events.generate_bulk_events` one team at a time (`--teams`,
   default 4; converted for insert as benchmarks/rollups.py does), loaded and
   merged, then rolled up (`rollups_job` for the days a first tick would
   request for these scanners, "today" excepted, as of T = day end + settle
@@ -119,9 +119,10 @@ import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 from dagster_aws.s3 import S3Resource  # noqa: E402
 
+from benchmarks.bulk_events import generate_bulk_events  # noqa: E402
 from benchmarks.rollups import insert_chunked, insertable  # noqa: E402
 from session_assets import clickhouse as ch  # noqa: E402
-from session_assets import demo_data, observations, sensors, sql, stack, sweeps, watermarks  # noqa: E402
+from session_assets import observations, sensors, sql, stack, sweeps, watermarks  # noqa: E402
 from session_assets import postgres as pg  # noqa: E402
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES, SweepPlan, candidates_statement  # noqa: E402
 from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
@@ -288,7 +289,7 @@ def generate_day(n_events: int, day: date, teams: list[int], seed: int) -> Itera
     for i, team in enumerate(teams):
         n = share + (1 if i < extra else 0)
         if n:
-            yield demo_data.generate_bulk_events(n_events=n, day=day, seed=seed + team, teams=(team,))
+            yield generate_bulk_events(n_events=n, day=day, seed=seed + team, teams=(team,))
 
 
 def load_events(s: Stack, n_events: int, day: date, teams: list[int], seed: int) -> tuple[float, float]:

@@ -59,7 +59,7 @@ from session_assets import sql  # noqa: E402
 from session_assets.assets.events import events  # noqa: E402
 from session_assets.assets.rollups import day_start, rollup_params, session_counter_rollups  # noqa: E402
 from session_assets.coverage import LATE_HORIZON_DAYS, VISIBILITY_LAG as INCREMENTAL_OVERLAP  # noqa: E402
-from session_assets.demo_data import generate_bulk_events, uuid_bytes_to_strings  # noqa: E402
+from benchmarks.bulk_events import generate_bulk_events, uuid_bytes_to_strings  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.partitions import daily_partitions_def  # noqa: E402
 from session_assets.resources import ClickHouseResource  # noqa: E402

@@ -13,14 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from session_assets.demo_data import (
-    EVENT_COLUMNS,
-    SESSION_INACTIVITY,
-    generate_bulk_events,
-    generate_events,
-    uuid_bytes_to_strings,
-    uuid_bytes_to_uuids,
-)
+from benchmarks.bulk_events import generate_bulk_events, uuid_bytes_to_strings, uuid_bytes_to_uuids
+from session_assets.demo_data import EVENT_COLUMNS, SESSION_INACTIVITY, generate_events
 
 UTC = timezone.utc
 NOW = datetime(2024, 6, 10, 13, 37, 42, 123456, tzinfo=UTC)
