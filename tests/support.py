@@ -42,6 +42,17 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def app_database(admin_url: str, name: str | None = None) -> str:
+    """A new app database on `admin_url`'s server, migrated as `session-assets migrate` does; its URL."""
+    from session_assets import postgres
+
+    name = name or f"t_{uuid.uuid4().hex[:12]}"
+    postgres.ensure_database(admin_url, name)
+    url = postgres.with_database(admin_url, name)
+    postgres.migrate(url)
+    return url
+
+
 def cli_env(home: Path) -> dict[str, str]:
     """The environment of a newcomer's shell: only SESSION_ASSETS_HOME set, no DAGSTER_HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSION_ASSETS_") and k != "DAGSTER_HOME"}
