@@ -268,7 +268,7 @@ def _applied(conn: psycopg.Connection) -> set[str] | None:
         conn.rollback()
         raise SchemaNotReady(
             f"role {conn.info.user!r} may not read schema_migrations in database {conn.info.dbname!r}: grant it "
-            f"SELECT as sql/postgres/roles.sql does ({error})"
+            f"SELECT as sql/postgres/roles.sql does ({error.diag.message_primary})"
         ) from error
     conn.commit()
     return {row[0] for row in rows}
@@ -318,7 +318,7 @@ def migrate(url: str) -> list[str]:
             except psycopg.errors.InsufficientPrivilege as error:
                 raise SchemaNotReady(
                     f"role {conn.info.user!r} may not change the schema of database {conn.info.dbname!r} "
-                    f"({error}): {MIGRATE_HINT}"
+                    f"({error.diag.message_primary}): {MIGRATE_HINT}"
                 ) from error
     with _schema_checked_guard:
         _schema_checked.add(url)
