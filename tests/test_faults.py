@@ -50,6 +50,7 @@ from tests.support import (
     FAULT_SCANNERS,
     StoreState,
     add_scanner,
+    app_database,
     assert_store_state,
     at,
     cli_env,
