@@ -231,6 +231,7 @@ class Stack:
                 old.close()
         self.apps += 1
         self.app_url = pg.embedded_server_url(self.tmp / "postgres", database=f"bench_app_{self.apps}")
+        pg.migrate(self.app_url)  # the resources only check the schema
         resources = {
             "clickhouse": self.clickhouse,
             "postgres": PostgresResource(url=self.app_url),

@@ -220,9 +220,8 @@ def schema_pool(url: str) -> Any:
     """The pool `PostgresResource.pool()` would give, migrated explicitly (see the report)."""
     from session_assets import postgres
 
-    pool = postgres.get_pool(url)
-    postgres.apply_migrations(pool)
-    return pool
+    postgres.migrate(url)
+    return postgres.get_pool(url)
 
 
 def count(url: str, statement: str, *params: Any) -> int:
@@ -591,6 +590,7 @@ def memory(pg: Postgres, n: int, root: Path) -> tuple[dict[str, Any], list[str]]
     objects = root / "mem-objects"
     setup = run_child("setup", "--chdb", str(chdb_path), "--candidates", str(n))
     name, url = pg.fresh("mem")
+    schema_pool(url)  # the child's resources only check the schema
     parent_peak = peak_rss_bytes()  # the floor the child's ru_maxrss inherits
     sweep = run_child("sweep", "--chdb", str(chdb_path), "--pg-url", url, "--objects", str(objects), "--candidates", str(n))
     errors = []

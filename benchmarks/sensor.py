@@ -245,6 +245,13 @@ def new_database(admin_url: str, name: str) -> str:
     return pg.with_database(admin_url, name)
 
 
+def new_app_database(admin_url: str, name: str) -> str:
+    """An app database, migrated (the resources only check its schema)."""
+    url = new_database(admin_url, name)
+    pg.migrate(url)
+    return url
+
+
 def build_defs(resources: dict[str, Any]) -> dg.Definitions:
     """The code location's definitions with these resources."""
     return build_definitions(resources)
@@ -635,7 +642,7 @@ def run_history(admin_url: str, tmp: Path, args: argparse.Namespace) -> bool:
     older_days = (today - start).days
     window_days = min(older_days, sweeps.CATCH_UP_DAYS + 1)  # every partition the sensor reads
     scanners = history_scanners(args.scanners, day_start(start))
-    app_url = new_database(admin_url, "history_app")
+    app_url = new_app_database(admin_url, "history_app")
     resources = stack_resources(f"chdb://{tmp / 'clickhouse-unused'}", "unused", app_url, tmp / "objects-unused")
     defs = build_defs(resources)
     pool = resources["postgres"].pool()
@@ -899,7 +906,7 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
     clock_now = datetime.now(UTC)
     end = clock_now.replace(second=0, microsecond=0) - timedelta(minutes=clock_now.minute % 5)
     first = end - timedelta(minutes=5 * args.ticks)
-    app_url = new_database(admin_url, "ticks_app")
+    app_url = new_app_database(admin_url, "ticks_app")
     dagster_url = new_database(admin_url, "dagster_ticks")
     home = tmp / "dagster-ticks"
     chdb_url = f"chdb://{tmp / 'clickhouse'}"

@@ -24,14 +24,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from session_assets.clickhouse import ClickHouseUnavailable
-from session_assets.postgres import PostgresUnavailable
+from session_assets.postgres import PostgresUnavailable, SchemaNotReady
 
 console = Console()
 if not console.is_terminal:
     console = Console(width=140)  # pipes and CI logs: wide enough for the summary tables
-# Failures a user can act on: their message is the whole story.
+LOOPBACK = "127.0.0.1"  # the Dagster UI's default interface (it has no login)
+LOOPBACK_HOSTS = {LOOPBACK, "localhost", "::1"}
 PROGRESS_EVERY_S = 10.0  # progress lines when the output is not a terminal
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable)
+# Failures a user can act on: their message is the whole story.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable, SchemaNotReady,
+)  # fmt: skip
 
 
 def _plain(value: object) -> str:
@@ -79,16 +83,25 @@ def _stack_and_resources():
     return stack, resources
 
 
-def _prepare_stores(resources) -> None:
-    """Create schemas (idempotent): ClickHouse tables and Postgres migrations."""
+def _prepare_stores(stack, resources) -> None:
+    """Create or upgrade the schemas (idempotent): ClickHouse tables and Postgres migrations.
+
+    For `migrate`, and for `dev`, `up` and `demo`, which start a stack of their own. On an
+    up-to-date database the Postgres part only reads, so a role without DDL rights passes.
+    """
+    from session_assets import postgres
+
     resources["clickhouse"].client()
-    resources["postgres"].pool()
+    postgres.migrate(stack.app_postgres_url)
 
 
 @main.command()
 @click.option("--days", default=3, show_default=True, type=click.IntRange(1, 60), help="Days of demo data when loading.")
 @click.option("--port", default=3000, show_default=True, type=int, help="Port of the Dagster UI.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface of the Dagster UI.")
+@click.option(
+    "--host", default=LOOPBACK, show_default=True,
+    help="Interface of the Dagster UI. It has no login: anyone who reaches it runs and deletes anything.",
+)  # fmt: skip
 def dev(days: int, port: int, host: str) -> None:
     """Start the embedded stack and `dg dev` (UI and daemon) against it."""
     from session_assets import clickhouse, demo, settings
@@ -99,7 +112,7 @@ def dev(days: int, port: int, host: str) -> None:
     from session_assets.definitions import build_definitions
 
     stack, resources = _stack_and_resources()
-    _prepare_stores(resources)
+    _prepare_stores(stack, resources)
     if demo.events_table_is_empty(resources["clickhouse"]):
         # First start: demo data, example scanners, and the rollups of the demo days,
         # so the UI opens on something to explore and (scanner, day) partitions to run.
@@ -119,7 +132,13 @@ def dev(days: int, port: int, host: str) -> None:
     # `dg dev` (what Dagster 1.13 recommends over `dagster dev`) on a workspace file that names
     # the code location as pyproject's [tool.dagster] and [tool.dg] do.
     workspace = stack_module.install_workspace_yaml(stack.dagster_home)
-    command = [str(Path(sys.executable).with_name("dg")), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    if host not in LOOPBACK_HOSTS:
+        click.echo(
+            f"warning: the Dagster UI on {host} has no authentication: anyone who can reach it can launch, "
+            "cancel and wipe runs. Keep it on 127.0.0.1, or behind a proxy that authenticates (docs/operations.md)",
+            err=True,
+        )
+    command = dg_dev_command(workspace, host, port)
     # dg dev in a process group of its own, so that whatever it leaves behind on
     # exit can be found: a code server it started has been seen outliving it for hours.
     child = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
@@ -133,6 +152,12 @@ def dev(days: int, port: int, host: str) -> None:
     finally:
         _stop_process_group(child.pid)
     sys.exit(code)
+
+
+def dg_dev_command(workspace: Path, host: str = LOOPBACK, port: int = 3000) -> list[str]:
+    """`dg dev` with an explicit interface: Dagster OSS has no authentication, so the UI
+    is reachable from this machine only unless `--host` says otherwise."""
+    return [str(Path(sys.executable).with_name("dg")), "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
 
 
 def _rollup_progress(day, done: int, total: int) -> None:
@@ -167,7 +192,7 @@ def demo(days: int) -> None:
     from session_assets.partitions import scanner_partitions_def
 
     stack, resources = _stack_and_resources()
-    _prepare_stores(resources)
+    _prepare_stores(stack, resources)
     now = demo_module.utc_now()
     days_list = demo_module.demo_days(now, days)
     if demo_module.events_table_is_empty(resources["clickhouse"]):
@@ -329,7 +354,7 @@ def sweep(now_text: str | None, scanner_id: str | None) -> None:
 
     now = not_in_the_future(_parse_now(now_text), f"--now {now_text}") if now_text else _parse_now(None)
     _, resources = _stack_and_resources()
-    _prepare_stores(resources)
+    resources["clickhouse"].client()  # ClickHouse's schema before the runs; Postgres's is only checked
     with dg.DagsterInstance.get() as instance:
         report = execute_tick(build_definitions(), instance, resources["postgres"].pool(), now, scanner_id)
     click.echo(json.dumps(report, indent=2, default=str))
@@ -450,7 +475,7 @@ def up() -> None:
     from session_assets import clickhouse
 
     stack, resources = _stack_and_resources()
-    _prepare_stores(resources)
+    _prepare_stores(stack, resources)
     clickhouse.close_clients()  # runs started from other shells open chDB themselves
     for name, value in stack.environment().items():
         click.echo(f"export {name}={shlex.quote(value)}")
@@ -464,9 +489,9 @@ def up() -> None:
 
 @main.command()
 def migrate() -> None:
-    """Create or upgrade the ClickHouse and Postgres schemas."""
-    _, resources = _stack_and_resources()
-    _prepare_stores(resources)
+    """Create or upgrade the ClickHouse and Postgres schemas (with the database owner's URL)."""
+    stack, resources = _stack_and_resources()
+    _prepare_stores(stack, resources)
     console.print("schemas are up to date")
 
 

@@ -99,16 +99,11 @@ class PostgresResource(dg.ConfigurableResource):
         return postgres.embedded_server_url(Path(self.home or settings.load_settings().home) / "postgres")
 
     def pool(self) -> ConnectionPool:
+        """The pool, once the schema is checked (read-only): run time needs no DDL rights."""
         url = self.resolved_url()
         pool = postgres.get_pool(url, max_size=self.pool_max_size)
-        if url not in _migrated_databases:
-            postgres.apply_migrations(pool)
-            _migrated_databases.add(url)
+        postgres.check_schema(pool, url)
         return pool
-
-
-# Migrations are per database: keyed by URL (a pool's id() can be reused once it is closed).
-_migrated_databases: set[str] = set()
 
 
 class ObjectStoreResource(dg.ConfigurableResource):

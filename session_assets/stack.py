@@ -50,6 +50,8 @@ def bring_up(environ: dict[str, str] | None = None) -> Stack:
     s.home.mkdir(parents=True, exist_ok=True)
     if s.embedded_postgres:
         app_url = postgres.embedded_server_url(s.postgres_data_dir, postgres.APP_DATABASE)
+        # This process started the embedded server as its superuser: its start-up migrates.
+        postgres.migrate(app_url)
         dagster_url = postgres.sqlalchemy_url(postgres.embedded_server_url(s.postgres_data_dir, postgres.DAGSTER_DATABASE))
     else:
         app_url = s.postgres_url

@@ -17,7 +17,7 @@ from hypothesis import settings
 
 from session_assets import clickhouse, postgres
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from tests.support import free_port
+from tests.support import app_database, free_port
 
 # Test credentials for the loopback S3 server; tests grep for them in logs.
 TEST_AWS_KEY_ID = "testing-key-id"
@@ -62,10 +62,8 @@ def postgres_admin_url(stack_home: Path) -> Iterator[str]:
 
 @pytest.fixture
 def postgres_url(postgres_admin_url: str) -> str:
-    """A fresh Postgres database on the session's pgserver."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    postgres.ensure_database(postgres_admin_url, name)
-    return postgres.with_database(postgres_admin_url, name)
+    """A fresh, migrated Postgres database on the session's pgserver (run time only checks the schema)."""
+    return app_database(postgres_admin_url)
 
 
 @pytest.fixture

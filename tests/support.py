@@ -31,6 +31,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on `port` (from /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, _, port_hex = local.partition(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            words = b"".join(raw[n : n + 4][::-1] for n in range(0, len(raw), 4))
+            found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
     """Poll a server's state until `predicate` is truthy, bounded by a deadline."""
     deadline = time.monotonic() + timeout_s
@@ -40,6 +62,17 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def app_database(admin_url: str, name: str | None = None) -> str:
+    """A new app database on `admin_url`'s server, migrated as `session-assets migrate` does; its URL."""
+    from session_assets import postgres
+
+    name = name or f"t_{uuid.uuid4().hex[:12]}"
+    postgres.ensure_database(admin_url, name)
+    url = postgres.with_database(admin_url, name)
+    postgres.migrate(url)
+    return url
 
 
 def cli_env(home: Path) -> dict[str, str]:

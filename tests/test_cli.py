@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterRunStatus
 
-from tests.support import DevProcess, cli_env, wait_until
+from tests.support import DevProcess, cli_env, listening_addresses, wait_until
 
 CLI = [sys.executable, "-m", "session_assets.cli"]
 
@@ -59,6 +59,8 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
     dev = DevProcess(tmp_path / "home", tmp_path / "dev.log", "--days", "1")
     try:
         dev.wait_ready()
+        # Dagster's UI has no login: reachable from this machine only.
+        assert listening_addresses(dev.port) == {"127.0.0.1"}
         client = dev.client
         today = datetime.now(timezone.utc).date().isoformat()
         run_id = client.submit_job_execution(
@@ -96,6 +98,16 @@ def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_pa
         assert {"watermark_end", "watermark_session_id", "frontier", "observed", "batch_keys"} <= labels
     finally:
         dev.stop(terminate_only_dev=True)  # SIGTERM to dev alone: dg dev, its daemon, servers and Postgres go too
+
+
+def test_dev_binds_the_ui_to_loopback_unless_told_otherwise(tmp_path):
+    from session_assets.cli import dev, dg_dev_command
+
+    (host,) = [param for param in dev.params if param.name == "host"]
+    assert host.default == "127.0.0.1"
+    command = dg_dev_command(tmp_path / "workspace.yaml", host.default, 3000)
+    assert command[1] == "dev" and command[command.index("-h") + 1] == "127.0.0.1"
+    assert dg_dev_command(tmp_path / "workspace.yaml", "0.0.0.0", 3001)[-4:] == ["-h", "0.0.0.0", "-p", "3001"]
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:

@@ -50,6 +50,7 @@ from tests.support import (
     FAULT_SCANNERS,
     StoreState,
     add_scanner,
+    app_database,
     assert_store_state,
     at,
     cli_env,
@@ -191,10 +192,9 @@ class Outcome:
 
 def new_home(folder: Path, admin_url: str, **env: str) -> Home:
     folder.mkdir(parents=True)
-    app, dagster = f"t_{uuid.uuid4().hex[:12]}", f"t_{uuid.uuid4().hex[:12]}"
-    for name in (app, dagster):
-        postgres.ensure_database(admin_url, name)
-    app_url = postgres.with_database(admin_url, app)
+    dagster = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.ensure_database(admin_url, dagster)
+    app_url = app_database(admin_url)  # migrated, as by the owner's `session-assets migrate`
     dagster_url = postgres.with_database(admin_url, dagster)
     environment = cli_env(folder) | {
         "SESSION_ASSETS_POSTGRES_URL": app_url,
@@ -419,8 +419,7 @@ def test_postgres_restarted_mid_page_or_cut_off_for_a_run_then_the_next_tick_rec
     server = pgserver.get_server(tmp_path / "pg")
     pool = None
     try:
-        postgres.ensure_database(server.get_uri("postgres"), "app")
-        app_url = server.get_uri("app")
+        app_url = app_database(server.get_uri("postgres"), "app")
         store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
         resources = stack_resources(clickhouse_resource, app_url, store)
         pool = resources["postgres"].pool()

@@ -42,7 +42,7 @@ from session_assets.clickhouse import ClickHouseUnavailable, get_client
 from session_assets.secrets import redact
 from session_assets.resources import PostgresResource, build_resources
 from tests.conftest import TEST_AWS_KEY_ID, TEST_AWS_SECRET
-from tests.support import add_scanner, at, cli_env, event, insert_rows, roll_for_sweeps, sweep, sweep_metadata
+from tests.support import add_scanner, app_database, at, cli_env, event, insert_rows, roll_for_sweeps, sweep, sweep_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2024, 3, 1)
@@ -203,9 +203,7 @@ def test_a_sweep_to_s3_leaves_no_secret_in_dagster(
     tmp_path, monkeypatch, dagster_home, secret_password, postgres_admin_url, clickhouse_resource,
     s3_object_store, s3_endpoint, capfd, caplog,
 ):
-    app_db = f"app_{uuid.uuid4().hex[:10]}"
-    postgres.ensure_database(postgres_admin_url, app_db)
-    app_url = with_password(postgres.with_database(postgres_admin_url, app_db), secret_password)
+    app_url = with_password(app_database(postgres_admin_url), secret_password)
     # The code location's own resources, as `definitions.py` builds them: every set
     # variable becomes a dg.EnvVar, so Dagster records names, never values.
     for name, value in {

@@ -19,7 +19,7 @@ from session_assets.definitions import build_definitions
 from session_assets.events_io import insert_events
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
 from session_assets.sensors import execute_tick, status_report, sweep_sensor
-from tests.support import at
+from tests.support import app_database, at
 
 
 def batch_partitions_of(request: dg.RunRequest) -> list[str]:
@@ -78,10 +78,8 @@ def test_ticks_with_a_failing_store_end_where_uninterrupted_ticks_do(chdb_url, p
     ticks = [end - timedelta(hours=2) + timedelta(minutes=20 * n) for n in range(6)]
     outcomes = {}
     for name in ("steady", "faulty"):
-        db = f"t_{uuid.uuid4().hex[:12]}"
-        pg.ensure_database(postgres_admin_url, db)
         folder = tmp_path / name / "objects"
-        resources = new_stack(chdb_url, pg.with_database(postgres_admin_url, db), folder)
+        resources = new_stack(chdb_url, app_database(postgres_admin_url), folder)
         insert_events(resources["clickhouse"].client(), resources["clickhouse"].events, columns)
         defs = build_defs(resources)
         with dg.instance_for_test() as instance:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from session_assets import clickhouse, postgres, sql
 
 
@@ -83,11 +85,13 @@ def test_rollups_move_to_the_session_ordered_table_and_every_row_comes_along(cli
     assert sessions == [(1, "s1", 20, 2), (1, "s2", 20, 1), (2, "s1", 99, 1)]
 
 
-def test_postgres_migrations_apply_once(postgres_url):
-    pool = postgres.get_pool(postgres_url)
-    first = postgres.apply_migrations(pool)
+def test_postgres_migrations_apply_once(postgres_admin_url):
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.ensure_database(postgres_admin_url, name)
+    url = postgres.with_database(postgres_admin_url, name)
+    first = postgres.migrate(url)
     assert first == [name for name, _ in sql.migrations("postgres")] and first
-    assert postgres.apply_migrations(pool) == []
-    with pool.connection() as conn:
+    assert postgres.migrate(url) == []
+    with postgres.get_pool(url).connection() as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"scanners", "observations", "observation_batches", "team_quotas", "schema_migrations"} <= tables
