@@ -18,6 +18,7 @@ import pandas as pd
 
 from session_assets.assets import events, session_counter_rollups
 from session_assets.checks import rollup_counters_match_events
+from session_assets.partitions import scanner_day_key
 from session_assets.events_io import EVENT_COLUMNS, insert_events
 from session_assets.resources import ClickHouseResource
 from session_assets.run_context import AS_OF_TAG, BACKFILL_TAG
@@ -507,7 +508,7 @@ def lock_waiters(conn: Any) -> int:
 
 def partition_gate(conn: Any, scanner_id: str, day: date) -> None:
     """Take the advisory lock every page write of (scanner, day) takes first (sql/postgres/partition_lock.sql)."""
-    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"{scanner_id}|{day.isoformat()}",))
+    conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (scanner_day_key(day, scanner_id),))
 
 
 # --- a running `session-assets dev` ----------------------------------------------

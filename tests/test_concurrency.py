@@ -30,6 +30,7 @@ import yaml
 from dagster_aws.s3 import S3Resource
 
 from session_assets import postgres
+from session_assets.partitions import scanner_day_key
 from session_assets.days import SETTLE
 from session_assets.definitions import build_definitions
 from session_assets.resources import ObjectStoreResource, PostgresResource
@@ -133,7 +134,7 @@ def joined(threads: list[threading.Thread], results: list[Any]) -> list[Any]:
 
 
 def release_partition(conn: Any, scanner_id: str) -> None:
-    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (f"{scanner_id}|{FAULT_DAY.isoformat()}",))
+    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (scanner_day_key(FAULT_DAY, scanner_id),))
 
 
 def test_a_hand_backfill_racing_a_sensor_sweep_observes_each_session_once(
