@@ -350,7 +350,7 @@ def sweep(now_text: str | None, scanner_id: str | None) -> None:
 
     from session_assets.definitions import build_definitions
     from session_assets.run_context import not_in_the_future
-    from session_assets.sensors import execute_tick
+    from session_assets.ticks import execute_tick
 
     now = not_in_the_future(_parse_now(now_text), f"--now {now_text}") if now_text else _parse_now(None)
     _, resources = _stack_and_resources()
@@ -405,7 +405,7 @@ def status(as_json: bool, now_text: str | None) -> None:
 
     import dagster as dg
 
-    from session_assets.sensors import status_report
+    from session_assets.ticks import status_report
 
     now = _parse_now(now_text)
     _, resources = _stack_and_resources()

@@ -33,7 +33,7 @@ from session_assets import postgres
 from session_assets.days import SETTLE
 from session_assets.definitions import build_definitions
 from session_assets.resources import ObjectStoreResource, PostgresResource
-from session_assets.sensors import execute_tick
+from session_assets.ticks import execute_tick
 from tests.support import (
     FAULT_DAY,
     FAULT_SCANNER_START,
