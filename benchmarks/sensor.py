@@ -69,7 +69,7 @@ in this process), the same pgserver (a fresh app database and a fresh Dagster
 database), a local-folder object store, demo events
 (`demo_data.generate_events(days=1, now=T)`, ~3 teams x 40 sessions), and
 `--tick-scanners` `match` scanners with varied filters starting 1 h before the
-data. Ticks run through `sensors.execute_tick` (what `session-assets sweep`
+data. Ticks run through `ticks.execute_tick` (what `session-assets sweep`
 does: the sensor's plan, then each run with `execute_in_process`, one after
 another): catch-up ticks at T - `--ticks` x 5 min until nothing is deferred,
 then `--ticks` (default 6) measured ticks 5 minutes apart, the last at T (T =
@@ -148,7 +148,7 @@ from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID  # noq
 from dagster_aws.s3 import S3Resource  # noqa: E402
 
 from session_assets import clickhouse as ch  # noqa: E402
-from session_assets import demo_data, sensors, stack, sweeps  # noqa: E402
+from session_assets import demo_data, sensors, stack, sweeps, tick_state, ticks  # noqa: E402
 from session_assets import postgres as pg  # noqa: E402
 from session_assets.assets import session_counter_rollups  # noqa: E402
 from session_assets.assets import rollups as rollups_module  # noqa: E402
@@ -582,7 +582,7 @@ def check_history_state(instance: dg.DagsterInstance, pool: Any, scanners: list[
     now = datetime.now(UTC)
     if now.date() != today:
         return []  # the clock passed midnight: the expectations below no longer hold
-    state = sensors.read_tick_state(instance, pool, now)
+    state = tick_state.read_tick_state(instance, pool, now)
     label = f"{older_days} older days"
     problems = []
     for (sid, day), part in sorted(state.sweeps.items()):
@@ -933,7 +933,7 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
         started = time.perf_counter()
         catch_up_runs = 0
         for _ in range(6):
-            report = sensors.execute_tick(defs, instance, pool, first)
+            report = ticks.execute_tick(defs, instance, pool, first)
             catch_up_runs += len(report["runs"])
             failed = [r for r in report["runs"] if not r["success"]]
             if failed:
@@ -955,7 +955,7 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
                 use_pooled = args.compare_pooled and n % 2 == 0
                 pg0, n0 = postgres_cpu(pg_data), PG_CONNECTS[0]
                 c0, r0, th0, w0 = time.process_time(), rusage_cpu(), time.thread_time(), time.perf_counter()
-                report = sensors.execute_tick(defs, pooled if use_pooled else instance, pool, now)
+                report = ticks.execute_tick(defs, pooled if use_pooled else instance, pool, now)
                 c1, r1, th1, w1 = time.process_time(), rusage_cpu(), time.thread_time(), time.perf_counter()
                 pg1, n1 = postgres_cpu(pg_data), PG_CONNECTS[0]
                 body_cpu, body_wall, bodies = clock.take()

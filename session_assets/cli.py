@@ -233,12 +233,10 @@ def demo(days: int) -> None:
 @click.option("--team-id", type=click.IntRange(min=1), default=None, help="Team of rows that carry none (a row's own team_id wins).")
 def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
     """Load a PostHog JSONL export or a CSV of events into the events table."""
-    from session_assets import settings
     from session_assets.loader import load_events_file
-    from session_assets.resources import ClickHouseResource
+    from session_assets.resources import build_resources
 
-    s = settings.load_settings()
-    clickhouse = ClickHouseResource(url=s.clickhouse_url, database=s.clickhouse_database, events_table=s.events_table)
+    clickhouse = build_resources(deferred=False)["clickhouse"]
     shown = _plain(path)
     with console.status(f"validating {shown}") as status:
         last_line = [0.0]
@@ -350,7 +348,7 @@ def sweep(now_text: str | None, scanner_id: str | None) -> None:
 
     from session_assets.definitions import build_definitions
     from session_assets.run_context import not_in_the_future
-    from session_assets.sensors import execute_tick
+    from session_assets.ticks import execute_tick
 
     now = not_in_the_future(_parse_now(now_text), f"--now {now_text}") if now_text else _parse_now(None)
     _, resources = _stack_and_resources()
@@ -405,7 +403,7 @@ def status(as_json: bool, now_text: str | None) -> None:
 
     import dagster as dg
 
-    from session_assets.sensors import status_report
+    from session_assets.ticks import status_report
 
     now = _parse_now(now_text)
     _, resources = _stack_and_resources()
@@ -439,11 +437,12 @@ def _short(value: str | None) -> str:
 def _parse_now(text: str | None) -> datetime:
     if not text:
         return datetime.now(timezone.utc)
+    from session_assets.run_context import parse_utc
+
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_utc(text)
     except ValueError:
         raise ValueError(f"--now {text!r} is not an ISO 8601 time, e.g. 2026-11-23T10:05:00Z") from None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 SECRETS_WARNING = "# session-assets env: these lines hold passwords; do not paste them into logs"

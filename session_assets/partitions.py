@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date
 
 import dagster as dg
 
-from session_assets.settings import DEFAULT_START_DATE, START_DATE_VAR
+from session_assets import settings
 
 # UTC days from the configured start, today included while it is open (end_offset=1).
 daily_partitions_def = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get(START_DATE_VAR) or DEFAULT_START_DATE,
+    start_date=settings.start_date().isoformat(),
     timezone="UTC",
     end_offset=1,
 )

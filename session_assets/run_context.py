@@ -29,12 +29,16 @@ def parse_as_of(tags: Mapping[str, str], now: datetime | None = None) -> datetim
     if not raw:
         return clock
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        value = parse_utc(raw)
     except ValueError:
         raise BadRunTag(f"run tag {AS_OF_TAG}={raw!r} is not an ISO 8601 time, e.g. 2026-11-23T10:05:00Z") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return not_in_the_future(value.astimezone(timezone.utc), f"run tag {AS_OF_TAG}={raw!r}", clock)
+    return not_in_the_future(value, f"run tag {AS_OF_TAG}={raw!r}", clock)
+
+
+def parse_utc(text: str) -> datetime:
+    """An ISO 8601 time (`Z` or an offset; none means UTC) as a UTC datetime; ValueError otherwise."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def not_in_the_future(as_of: datetime, what: str, now: datetime | None = None) -> datetime:
@@ -114,4 +118,4 @@ def metadata_time(value: Any) -> datetime | None:
         return datetime.fromtimestamp(value, tz=timezone.utc)
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(timezone.utc)
+    return parse_utc(str(value))

@@ -66,11 +66,6 @@ class Settings:
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     home = Path(env.get(HOME_VAR) or "./.session_assets").expanduser().resolve()
-    start = env.get(START_DATE_VAR) or DEFAULT_START_DATE
-    try:
-        start_date = date.fromisoformat(start)
-    except ValueError:
-        raise ValueError(f"{START_DATE_VAR}={start!r} is not a date (expected YYYY-MM-DD)") from None
     return Settings(
         home=home,
         clickhouse_url=env.get(CLICKHOUSE_URL_VAR) or f"chdb://{home / 'clickhouse'}",
@@ -79,8 +74,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         postgres_url=env.get(POSTGRES_URL_VAR) or "",
         # as_uri() escapes what a URL would misread in a home path ('#', '?', '%').
         object_store_url=check_object_store_url(env.get(OBJECT_STORE_URL_VAR) or (home / "objects").as_uri()),
-        start_date=start_date,
+        start_date=start_date(env),
     )
+
+
+def start_date(environ: Mapping[str, str] | None = None) -> date:
+    """The partitions' first day: SESSION_ASSETS_START_DATE, else DEFAULT_START_DATE."""
+    env = os.environ if environ is None else environ
+    text = env.get(START_DATE_VAR) or DEFAULT_START_DATE
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{START_DATE_VAR}={text[:40]!r} is not a date (expected YYYY-MM-DD)") from None
 
 
 def check_object_store_url(url: str) -> str:

@@ -19,7 +19,8 @@ from session_assets.events_io import insert_events
 from session_assets.run_context import latest_materializations
 from session_assets.scanners import store
 from session_assets.run_context import AS_OF_TAG
-from session_assets.sensors import execute_request, execute_tick, read_tick_state
+from session_assets.tick_state import read_tick_state
+from session_assets.ticks import execute_request, execute_tick
 from session_assets.sweeps import SWEEP_TAG, plan_tick
 from tests.support import add_scanner, at, observed, roll_for_sweeps
 

@@ -34,7 +34,7 @@ from session_assets.partitions import scanner_day_key
 from session_assets.days import SETTLE
 from session_assets.definitions import build_definitions
 from session_assets.resources import ObjectStoreResource, PostgresResource
-from session_assets.sensors import execute_tick
+from session_assets.ticks import execute_tick
 from tests.support import (
     FAULT_DAY,
     FAULT_SCANNER_START,

@@ -110,3 +110,59 @@ def test_rollups_and_observation_batches_are_fresh_within_the_latency_goal():
     for key in ("session_counter_rollups", "observation_batches"):
         policy = specs[dg.AssetKey(key)].freshness_policy
         assert policy is not None and policy.fail_window.to_timedelta().total_seconds() == 45 * 60, key
+
+
+SNAPSHOT = REPO / "tests" / "snapshots" / "definitions.json"
+UPDATE_SNAPSHOT_VAR = "SESSION_ASSETS_UPDATE_SNAPSHOT"
+
+
+def _partitions_shape(partitions_def: dg.PartitionsDefinition | None) -> object:
+    if partitions_def is None:
+        return None
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        return {d.name: _partitions_shape(d.partitions_def) for d in partitions_def.partitions_defs}
+    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+        return f"dynamic:{partitions_def.name}"
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        # The start date is configuration (SESSION_ASSETS_START_DATE), not shape.
+        return f"time:{partitions_def.cron_schedule} {partitions_def.timezone} end_offset={partitions_def.end_offset}"
+    return type(partitions_def).__name__
+
+
+def definitions_shape() -> dict:
+    """What a code change must not alter by accident: assets, their partitions, lineage and
+    checks, the jobs and sensors, and the metadata keys partitions keep their state in."""
+    from session_assets import records
+
+    graph = defs.resolve_asset_graph()
+    return {
+        "assets": {
+            key.to_user_string(): {
+                "partitions": _partitions_shape(graph.get(key).partitions_def),
+                "upstream": sorted(k.to_user_string() for k in graph.get(key).parent_keys),
+                "checks": sorted(c.name for c in graph.get(key).check_keys),
+                "kinds": sorted(graph.get(key).kinds),
+                "observable": graph.get(key).is_observable,
+            }
+            for key in sorted(graph.get_all_asset_keys())
+        },
+        "jobs": sorted(job.name for job in defs.resolve_all_job_defs()),
+        "sensors": sorted(sensor.name for sensor in defs.sensors or []),
+        "state_metadata_keys": sorted(
+            value for name, value in vars(records).items() if name.isupper() and isinstance(value, str)
+        ),
+    }
+
+
+def test_the_definitions_keep_their_shape():
+    import json
+
+    shape = definitions_shape()
+    if os.environ.get(UPDATE_SNAPSHOT_VAR):
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(json.dumps(shape, indent=2, sort_keys=True) + "\n")
+    expected = json.loads(SNAPSHOT.read_text())
+    assert shape == expected, (
+        f"the code location's shape changed (a renamed metadata key strands every partition's watermark). "
+        f"If intended, run `{UPDATE_SNAPSHOT_VAR}=1 pytest {Path(__file__).name}` and review the diff of {SNAPSHOT.relative_to(REPO)}"
+    )

@@ -44,7 +44,7 @@ from session_assets import failpoints, postgres
 from session_assets.days import SETTLE
 from session_assets.definitions import build_definitions
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.sensors import execute_tick, status_report
+from session_assets.ticks import execute_tick, status_report
 from tests.support import (
     FAULT_DAY,
     FAULT_SCANNERS,

@@ -48,7 +48,9 @@ from session_assets.scanners import parse_scanner
 from session_assets.scanners import store as scanner_store
 from session_assets import sql, sweeps
 from session_assets.partitions import scanner_partitions_def
-from session_assets.sensors import execute_request, read_tick_state, rollups_job, run_requests
+from session_assets.sensors import rollups_job, run_requests
+from session_assets.tick_state import read_tick_state
+from session_assets.ticks import execute_request
 from tests import oracle
 from tests.support import at
 

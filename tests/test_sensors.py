@@ -18,7 +18,8 @@ from session_assets import demo, demo_data
 from session_assets.definitions import build_definitions
 from session_assets.events_io import insert_events
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.sensors import execute_tick, status_report, sweep_sensor
+from session_assets.sensors import sweep_sensor
+from session_assets.ticks import execute_tick, status_report
 from tests.support import app_database, at
 
 
@@ -71,7 +72,6 @@ def test_the_sensor_registers_scanners_and_requests_due_runs(instance, chdb_url,
 
 @pytest.mark.timeout(900)
 def test_ticks_with_a_failing_store_end_where_uninterrupted_ticks_do(chdb_url, postgres_admin_url, tmp_path):
-    from session_assets import postgres as pg
 
     end = at("2026-11-20T14:00:00")
     columns = demo_data.generate_events(days=1, now=end, seed=3)

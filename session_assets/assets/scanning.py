@@ -53,7 +53,7 @@ COUNTER_NAMES = (
     "event_count", "pageview_count", "autocapture_count", "rageclick_count", "exception_count",
     "ai_generation_count", "input_tokens", "output_tokens", "cost_usd", "entry_url",
 )  # fmt: skip
-CANDIDATE_COLUMNS = dg.TableSchema(
+CANDIDATE_WINDOW_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("scanner_id", "String"),
         dg.TableColumn("team_id", "Int64"),
@@ -104,7 +104,7 @@ OBSERVATION_COLUMNS = dg.TableSchema(
             group_name="scanning",
             owners=["team:data-platform"],
             kinds={"clickhouse"},
-            metadata={"dagster/column_schema": CANDIDATE_COLUMNS, "dagster/table_name": f"{settings.clickhouse_database_name()}.scanner_candidates"},
+            metadata={"dagster/column_schema": CANDIDATE_WINDOW_SCHEMA, "dagster/table_name": f"{settings.clickhouse_database_name()}.scanner_candidates"},
         ),
         dg.AssetSpec(
             OBSERVATION_BATCHES,
