@@ -128,7 +128,7 @@ from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHE
 from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
 from session_assets.definitions import build_definitions  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
-from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource  # noqa: E402
+from session_assets.resources import ClickHouseResource, ObjectStoreResource, object_store_for, PostgresResource  # noqa: E402
 from session_assets.run_context import AS_OF_TAG  # noqa: E402
 from session_assets.scanners import compile_filter, parse_scanner  # noqa: E402
 from session_assets.scanners import store as scanner_store  # noqa: E402
@@ -235,7 +235,7 @@ class Stack:
         resources = {
             "clickhouse": self.clickhouse,
             "postgres": PostgresResource(url=self.app_url),
-            "object_store": ObjectStoreResource(url=f"file://{self.tmp / 'objects'}", s3=S3Resource()),
+            "object_store": object_store_for(f"file://{self.tmp / 'objects'}", S3Resource()),
         }
         self.pool = resources["postgres"].pool()
         self.defs = build_definitions(resources)

@@ -236,11 +236,11 @@ def run_asset_path(pg: Postgres, rows: list[tuple], objects_root: Path, label: s
     from dagster_aws.s3 import S3Resource
 
     from session_assets import observations, postgres
-    from session_assets.resources import ObjectStoreResource
+    from session_assets.resources import object_store_for
 
     name, url = pg.fresh(label)
     objects = objects_root / name
-    store = ObjectStoreResource(url=f"file://{objects}", s3=S3Resource())
+    store = object_store_for(f"file://{objects}", S3Resource())
     try:
         pool = schema_pool(url)
         scanner = save_scanner(pool)
@@ -451,14 +451,14 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
         watermark_never_moves_backwards,
     )
     from session_assets.partitions import scanner_partitions_def
-    from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+    from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource
     from session_assets.run_context import AS_OF_TAG
 
     rss_imported = rss_bytes()
     resources = {
         "clickhouse": ClickHouseResource(url=f"chdb://{chdb_path}", database="bench_obs"),
         "postgres": PostgresResource(url=pg_url),
-        "object_store": ObjectStoreResource(url=f"file://{objects}", s3=S3Resource()),
+        "object_store": object_store_for(f"file://{objects}", S3Resource()),
     }
     # The sweep asset asks for this before its first query; this child opens chDB
     # earlier (to count the rollups), so it asks first.

@@ -158,7 +158,7 @@ from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
 from session_assets.definitions import build_definitions  # noqa: E402
 from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.partitions import daily_partitions_def, scanner_partitions_def  # noqa: E402
-from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource  # noqa: E402
+from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource  # noqa: E402
 from session_assets.scanners import parse_scanner  # noqa: E402
 from session_assets.scanners import store as scanner_store  # noqa: E402
 from session_assets.settings import DAGSTER_POSTGRES_URL_VAR, MAX_CONCURRENT_RUNS_VAR  # noqa: E402
@@ -261,7 +261,7 @@ def stack_resources(chdb_url: str, database: str, app_url: str, objects: Path) -
     return {
         "clickhouse": ClickHouseResource(url=chdb_url, database=database),
         "postgres": PostgresResource(url=app_url),
-        "object_store": ObjectStoreResource(url=f"file://{objects}", s3=S3Resource()),
+        "object_store": object_store_for(f"file://{objects}", S3Resource()),
     }
 
 

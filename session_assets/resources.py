@@ -107,29 +107,30 @@ class PostgresResource(dg.ConfigurableResource):
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
-    """Observation batch objects: `file:///absolute/folder` or `s3://bucket/prefix` (dagster-aws)."""
+    """Where observation batch objects go: a local folder or an S3 prefix, one class per
+    backend (`object_store_for` picks it from the URL's scheme). Assets ask for this type."""
 
     url: str
-    s3: dg.ResourceDependency[S3Resource]
-
-    @property
-    def _parsed(self):
-        return urlparse(settings.check_object_store_url(self.url))
-
-    @property
-    def is_s3(self) -> bool:
-        return self._parsed.scheme == "s3"
 
     def location(self, key: str) -> str:
         """Where `key` lives, as a URL an operator can paste."""
         return f"{self.url.rstrip('/')}/{key}"
 
     def put(self, key: str, body: bytes) -> None:
-        if self.is_s3:
-            bucket, prefix = self._bucket_prefix()
-            self.s3.get_client().put_object(Bucket=bucket, Key=prefix + key, Body=body)
-            return
-        path = self._local_path(key)
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        raise NotImplementedError
+
+
+class LocalObjectStore(ObjectStoreResource):
+    """Objects as files under `file:///absolute/folder`, durable before `put` returns."""
+
+    def put(self, key: str, body: bytes) -> None:
+        path = self._path(key)
         _make_folders(path.parent)
         # Write then rename: a reader never sees half an object, a retry overwrites.
         # A batch row will point at the object once put returns: the bytes, then the
@@ -147,31 +148,53 @@ class ObjectStoreResource(dg.ConfigurableResource):
         _fsync_directory(path.parent)
 
     def get(self, key: str) -> bytes:
-        if self.is_s3:
-            bucket, prefix = self._bucket_prefix()
-            return self.s3.get_client().get_object(Bucket=bucket, Key=prefix + key)["Body"].read()
-        return self._local_path(key).read_bytes()
+        return self._path(key).read_bytes()
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        if self.is_s3:
-            bucket, root = self._bucket_prefix()
-            paginator = self.s3.get_client().get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=root + prefix):
-                for item in page.get("Contents", []):
-                    yield item["Key"][len(root) :]
-            return
-        base = self._local_path("")
+        base = self._path("")
         for path in sorted(base.rglob("*")):
             key = path.relative_to(base).as_posix()
             if path.is_file() and key.startswith(prefix) and not path.name.startswith(".tmp-"):
                 yield key
 
-    def _bucket_prefix(self) -> tuple[str, str]:
-        prefix = self._parsed.path.strip("/")
-        return self._parsed.netloc, (prefix + "/" if prefix else "")
-
-    def _local_path(self, key: str) -> Path:
+    def _path(self, key: str) -> Path:
         return settings.object_store_folder(self.url) / key
+
+
+class S3ObjectStore(ObjectStoreResource):
+    """Objects under `s3://bucket/prefix`, through dagster-aws's S3 resource."""
+
+    s3: dg.ResourceDependency[S3Resource]
+
+    def put(self, key: str, body: bytes) -> None:
+        bucket, prefix = self._bucket_prefix()
+        self.s3.get_client().put_object(Bucket=bucket, Key=prefix + key, Body=body)
+
+    def get(self, key: str) -> bytes:
+        bucket, prefix = self._bucket_prefix()
+        return self.s3.get_client().get_object(Bucket=bucket, Key=prefix + key)["Body"].read()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        bucket, root = self._bucket_prefix()
+        paginator = self.s3.get_client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=root + prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"][len(root) :]
+
+    def _bucket_prefix(self) -> tuple[str, str]:
+        parsed = urlparse(settings.check_object_store_url(self.url))
+        prefix = parsed.path.strip("/")
+        return parsed.netloc, (prefix + "/" if prefix else "")
+
+
+def object_store_for(url: str, s3: S3Resource | None = None, configured_url: Any = None) -> ObjectStoreResource:
+    """The object store `url` names, checked now (ValueError naming the variable and value).
+    `configured_url`: what the resource is configured with instead (a `dg.EnvVar`), so a
+    secret in the URL reaches Dagster only as a variable name."""
+    scheme = urlparse(settings.check_object_store_url(url)).scheme
+    if scheme == "s3":
+        return S3ObjectStore(url=configured_url or url, s3=s3 or S3Resource())
+    return LocalObjectStore(url=configured_url or url)
 
 
 def _make_folders(folder: Path) -> None:
@@ -210,8 +233,6 @@ def build_resources(deferred: bool = True) -> dict[str, Any]:
             candidate_query_seconds=settings.candidate_query_seconds(),
         ),
         "postgres": PostgresResource(url=env_or(settings.POSTGRES_URL_VAR, ""), home=str(s.home)),
-        "object_store": ObjectStoreResource(
-            url=env_or(settings.OBJECT_STORE_URL_VAR, s.object_store_url),
-            s3=S3Resource(),
-        ),
+        # The backend follows the URL's scheme, read now (the code location loads with the runs' environment).
+        "object_store": object_store_for(s.object_store_url, S3Resource(), env_or(settings.OBJECT_STORE_URL_VAR, s.object_store_url)),
     }

@@ -16,7 +16,7 @@ from dagster_aws.s3 import S3Resource
 from hypothesis import settings
 
 from session_assets import clickhouse, postgres
-from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+from session_assets.resources import ClickHouseResource, ObjectStoreResource, object_store_for, PostgresResource
 from tests.support import app_database, free_port
 
 # Test credentials for the loopback S3 server; tests grep for them in logs.
@@ -102,14 +102,12 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 @pytest.fixture
 def local_object_store(tmp_path: Path) -> ObjectStoreResource:
-    return ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+    return object_store_for(f"file://{tmp_path / 'objects'}", S3Resource())
 
 
 @pytest.fixture
 def s3_object_store(s3_endpoint: str, s3_bucket: str) -> ObjectStoreResource:
-    return ObjectStoreResource(
-        url=f"s3://{s3_bucket}/prefix", s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1")
-    )
+    return object_store_for(f"s3://{s3_bucket}/prefix", S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1"))
 
 
 @pytest.fixture

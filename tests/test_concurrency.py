@@ -33,7 +33,7 @@ from session_assets import postgres
 from session_assets.partitions import scanner_day_key
 from session_assets.days import SETTLE
 from session_assets.definitions import build_definitions
-from session_assets.resources import ObjectStoreResource, PostgresResource
+from session_assets.resources import object_store_for, PostgresResource
 from session_assets.ticks import execute_tick
 from tests.support import (
     FAULT_DAY,
@@ -147,7 +147,7 @@ def test_a_hand_backfill_racing_a_sensor_sweep_observes_each_session_once(
     sessions = generate_sessions(1600, at("2026-11-20T00:05:00"), at("2026-11-20T03:00:00"), seed=21)
     as_of = at("2026-11-20T03:00:00")
     expected = expected_observation_keys(sessions, as_of - SETTLE)
-    store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+    store = object_store_for(f"file://{tmp_path / 'objects'}", S3Resource())
     resources = stack_resources(clickhouse_resource, postgres_url, store)
     seed_stack(resources, pg_instance, sessions, exact_quotas(expected))
     # Both runs see the same rollups, as of the same time.
@@ -188,7 +188,7 @@ def test_eight_runs_of_one_team_racing_for_the_last_of_its_quota_take_exactly_al
     expected = expected_observation_keys(sessions, as_of - SETTLE, racers)
     limit = 300
     assert len(expected) > 2 * limit
-    store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+    store = object_store_for(f"file://{tmp_path / 'objects'}", S3Resource())
     resources = {**stack_resources(clickhouse_resource, postgres_url, store), "postgres": PostgresResource(url=postgres_url, pool_max_size=12)}
     insert_rows(clickhouse_resource, session_events(sessions))
     for scanner_id in racers:
@@ -249,7 +249,7 @@ def test_two_overlapping_ticks_plan_the_same_runs_and_observe_each_session_once(
     rows = session_events(sessions)
     as_of = at("2026-11-20T03:00:00")
     expected = expected_observation_keys(sessions, as_of - SETTLE)
-    store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+    store = object_store_for(f"file://{tmp_path / 'objects'}", S3Resource())
     resources = stack_resources(clickhouse_resource, postgres_url, store)
     with _instance_on(postgres_admin_url, tmp_path / "dagster") as (instance, dagster_url):
         seed_stack(resources, instance, [], exact_quotas(expected))

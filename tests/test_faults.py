@@ -43,7 +43,7 @@ from pgserver._commands import pg_ctl
 from session_assets import failpoints, postgres
 from session_assets.days import SETTLE
 from session_assets.definitions import build_definitions
-from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+from session_assets.resources import ClickHouseResource, ObjectStoreResource, object_store_for, PostgresResource
 from session_assets.ticks import execute_tick, status_report
 from tests.support import (
     FAULT_DAY,
@@ -420,7 +420,7 @@ def test_postgres_restarted_mid_page_or_cut_off_for_a_run_then_the_next_tick_rec
     pool = None
     try:
         app_url = app_database(server.get_uri("postgres"), "app")
-        store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+        store = object_store_for(f"file://{tmp_path / 'objects'}", S3Resource())
         resources = stack_resources(clickhouse_resource, app_url, store)
         pool = resources["postgres"].pool()
         with dg.instance_for_test() as instance:  # Dagster's own storage stays up: only the app's Postgres fails
@@ -489,7 +489,7 @@ def test_clickhouse_unreachable_fails_the_runs_naming_it_and_the_next_tick_recov
     sessions = generate_sessions(400, at("2026-11-20T00:05:00"), at("2026-11-20T04:00:00"), seed=12)
     final = at("2026-11-20T02:40:00")
     expected = expected_observation_keys(sessions, final - SETTLE)
-    store = ObjectStoreResource(url=f"file://{tmp_path / 'objects'}", s3=S3Resource())
+    store = object_store_for(f"file://{tmp_path / 'objects'}", S3Resource())
     resources = stack_resources(clickhouse_resource, postgres_url, store)
     with dg.instance_for_test() as instance:
         seed_stack(resources, instance, sessions, exact_quotas(expected))
@@ -559,7 +559,7 @@ def test_a_chdb_path_held_by_another_process_fails_runs_naming_it_then_the_next_
             # The sensor path in this process; it gives up on the lock after 1 s instead of 120.
             "clickhouse": ClickHouseResource(url=chdb_url, lock_timeout_seconds=1),
             "postgres": PostgresResource(url=home.app_url),
-            "object_store": ObjectStoreResource(url=f"file://{home.objects}", s3=S3Resource()),
+            "object_store": object_store_for(f"file://{home.objects}", S3Resource()),
         }
         with home_instance(home) as instance:
             report = tick(resources, instance, at("2026-11-20T02:30:00"))
@@ -643,7 +643,7 @@ def test_s3_refusing_puts_for_a_tick_fails_the_sweeps_and_the_next_tick_recovers
     expected = expected_observation_keys(sessions, final - SETTLE)
     with FaultyS3(s3_endpoint) as proxy, dg.instance_for_test() as instance:
         s3 = S3Resource(endpoint_url=proxy.url, region_name="us-east-1", max_attempts=2)
-        store = ObjectStoreResource(url=f"s3://{s3_bucket}/prefix", s3=s3)
+        store = object_store_for(f"s3://{s3_bucket}/prefix", s3)
         resources = stack_resources(clickhouse_resource, postgres_url, store)
         seed_stack(resources, instance, sessions, exact_quotas(expected))
         assert all(run["success"] for run in tick(resources, instance, at("2026-11-20T02:00:00"))["runs"])

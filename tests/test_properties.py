@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 from session_assets.definitions import build_definitions
 from session_assets.events_io import EVENT_COLUMNS, insert_events
-from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource
 from session_assets.scanners import parse_scanner
 from session_assets.scanners import store as scanner_store
 from session_assets import sql, sweeps
@@ -319,7 +319,7 @@ class Stack:
         self.pool = postgres.pool()
         with self.pool.connection() as conn:
             conn.execute("TRUNCATE scanners, observations, observation_batches, team_quotas RESTART IDENTITY CASCADE")
-        self.object_store = ObjectStoreResource(url=f"file://{folder / uuid.uuid4().hex}", s3=S3Resource())
+        self.object_store = object_store_for(f"file://{folder / uuid.uuid4().hex}", S3Resource())
         self.defs = build_definitions(
             {"clickhouse": self.clickhouse, "postgres": self.postgres, "object_store": self.object_store}
         )

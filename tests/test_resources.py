@@ -8,7 +8,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from session_assets import settings
-from session_assets.resources import ObjectStoreResource
+from session_assets.resources import ObjectStoreResource, object_store_for
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -37,9 +37,8 @@ def test_s3_objects_land_in_the_bucket_under_the_prefix(s3_object_store, s3_endp
 def test_unknown_object_store_scheme_is_named():
     from dagster_aws.s3 import S3Resource
 
-    store = ObjectStoreResource(url="ftp://x/y", s3=S3Resource())
     with pytest.raises(ValueError, match="ftp://x/y"):
-        store.put("k", b"v")
+        object_store_for("ftp://x/y", S3Resource())
 
 
 @pytest.mark.parametrize("url", [
@@ -53,7 +52,7 @@ def test_a_file_url_that_is_not_an_absolute_local_folder_is_refused(url, tmp_pat
     monkeypatch.chdir(tmp_path)
     expected = f"SESSION_ASSETS_OBJECT_STORE_URL={url!r} is not a local folder URL: use file:///absolute/path"
     with pytest.raises(ValueError) as raised:
-        list(ObjectStoreResource(url=url, s3=S3Resource()).list_keys())  # reads only, should this regress
+        object_store_for(url, S3Resource())
     assert str(raised.value).startswith(expected) and "\n" not in str(raised.value)
     with pytest.raises(ValueError, match=re.escape(expected)):
         settings.load_settings({settings.HOME_VAR: str(tmp_path), settings.OBJECT_STORE_URL_VAR: url})
@@ -68,17 +67,16 @@ def test_an_s3_url_with_a_query_or_fragment_is_refused(suffix, s3_endpoint, s3_b
     import boto3
 
     url = f"s3://{s3_bucket}{suffix}"
-    store = ObjectStoreResource(url=url, s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1"))
     expected = f"SESSION_ASSETS_OBJECT_STORE_URL={url!r} is not an S3 folder URL: use s3://bucket/prefix"
     with pytest.raises(ValueError) as raised:
-        store.put("k", b"v")
+        object_store_for(url, S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1"))
     assert str(raised.value).startswith(expected) and "\n" not in str(raised.value)
     with pytest.raises(ValueError, match=re.escape(expected)):
         settings.load_settings({settings.HOME_VAR: str(tmp_path), settings.OBJECT_STORE_URL_VAR: url})
     bucket = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     assert bucket.list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
     plain = url.partition("?")[0].partition("#")[0]
-    ObjectStoreResource(url=plain, s3=S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1")).put("k", b"v")
+    object_store_for(plain, S3Resource(endpoint_url=s3_endpoint, region_name="us-east-1")).put("k", b"v")
     written = [o["Key"] for o in bucket.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert written == (["prefix/k"] if suffix.startswith("/prefix") else ["k"])
 
@@ -91,12 +89,12 @@ def test_an_s3_url_without_a_bucket_is_refused(tmp_path):
 
 def test_file_urls_name_absolute_folders_and_the_default_survives_odd_home_paths(tmp_path):
     for url in (f"file://{tmp_path}/a", f"file://localhost{tmp_path}/b"):
-        ObjectStoreResource(url=url, s3=S3Resource()).put("k", b"v")
+        object_store_for(url, S3Resource()).put("k", b"v")
     assert (tmp_path / "a" / "k").read_bytes() == b"v" and (tmp_path / "b" / "k").read_bytes() == b"v"
     # The default is built from SESSION_ASSETS_HOME, which may hold '#', '%' or a space.
     home = tmp_path / "my #1 100% home"
     url = settings.load_settings({settings.HOME_VAR: str(home)}).object_store_url
-    ObjectStoreResource(url=url, s3=S3Resource()).put("k", b"v")
+    object_store_for(url, S3Resource()).put("k", b"v")
     assert (home / "objects" / "k").read_bytes() == b"v"
 
 
@@ -135,3 +133,15 @@ def test_a_local_put_syncs_the_object_and_its_folders_and_leaves_only_the_object
     ]  # fmt: skip
     assert [p.name for p in folder.iterdir()] == ["000001.jsonl.gz"]
     assert (folder / "000001.jsonl.gz").read_bytes() == body
+
+
+def test_the_backend_follows_the_url_scheme_and_assets_take_either(tmp_path, s3_bucket):
+    from session_assets.resources import LocalObjectStore, S3ObjectStore
+
+    assert type(object_store_for(f"file://{tmp_path}")) is LocalObjectStore
+    assert type(object_store_for(f"s3://{s3_bucket}/p", S3Resource())) is S3ObjectStore
+    # Configured with the variable's name: the URL reaches Dagster's config as `EnvVar`, not as text.
+    import dagster as dg
+
+    store = object_store_for(f"s3://{s3_bucket}/p", S3Resource(), dg.EnvVar("SESSION_ASSETS_OBJECT_STORE_URL"))
+    assert store.url == "SESSION_ASSETS_OBJECT_STORE_URL" and isinstance(store.url, dg.EnvVar)

@@ -17,7 +17,7 @@ from dagster_aws.s3 import S3Resource
 from session_assets import demo, demo_data
 from session_assets.definitions import build_definitions
 from session_assets.events_io import insert_events
-from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
+from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource
 from session_assets.sensors import sweep_sensor
 from session_assets.ticks import execute_tick, status_report
 from tests.support import app_database, at
@@ -35,7 +35,7 @@ def new_stack(chdb_url: str, postgres_url: str, folder: Path) -> dict:
     return {
         "clickhouse": ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}"),
         "postgres": PostgresResource(url=postgres_url),
-        "object_store": ObjectStoreResource(url=f"file://{folder}", s3=S3Resource()),
+        "object_store": object_store_for(f"file://{folder}", S3Resource()),
     }
 
 
@@ -103,7 +103,7 @@ def test_ticks_with_a_failing_store_end_where_uninterrupted_ticks_do(chdb_url, p
                     "SELECT scanner_id, session_id, verdict FROM observations ORDER BY 1, 2"
                 ).fetchall()
                 batches = conn.execute("SELECT object_key FROM observation_batches ORDER BY 1").fetchall()
-            objects = sorted(ObjectStoreResource(url=f"file://{folder}", s3=S3Resource()).list_keys())
+            objects = sorted(object_store_for(f"file://{folder}", S3Resource()).list_keys())
         outcomes[name] = (observed, status, failed_runs, [b[0] for b in batches], objects)
 
     steady, faulty = outcomes["steady"], outcomes["faulty"]
