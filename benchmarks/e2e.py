@@ -5,7 +5,7 @@ Everything lives in one temp folder and runs in this process: chDB
 app database and the Dagster instance's database (the project's dagster.yaml,
 `DagsterInstance.from_config`, as `session-assets` sets it up), and
 `file://<tmp>/objects` for the batch objects. Runs go through
-`ticks.execute_tick(defs, instance, pool, now)`: the sweep sensor's plan,
+`execute_tick(defs, instance, pool, now)`: the sweep sensor's plan,
 then each requested run with `execute_in_process`, one after another (what
 `session-assets sweep --now T` does).
 
@@ -122,7 +122,8 @@ from dagster_aws.s3 import S3Resource  # noqa: E402
 from benchmarks.bulk_events import generate_bulk_events  # noqa: E402
 from benchmarks.rollups import insert_chunked, insertable  # noqa: E402
 from session_assets import clickhouse as ch  # noqa: E402
-from session_assets import observations, sensors, sql, stack, sweeps, tick_state, ticks, watermarks  # noqa: E402
+from session_assets import observations, sensors, sql, stack, sweeps, tick_state, watermarks  # noqa: E402
+from session_assets.ticks import execute_tick  # noqa: E402
 from session_assets import postgres as pg  # noqa: E402
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES, SweepPlan, candidates_statement  # noqa: E402
 from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
@@ -457,7 +458,7 @@ def asset_pass(s: Stack, scanners: list[Any], now: datetime) -> AssetPass:
     with probe.installed():
         for _ in range(MAX_TICKS_PER_SWEEP):
             started = time.perf_counter()
-            report = ticks.execute_tick(s.defs, s.instance, s.pool, now)
+            report = execute_tick(s.defs, s.instance, s.pool, now)
             wall = time.perf_counter() - started
             failures += [f"{r['partition']}: {r.get('error')}" for r in report["runs"] if not r["success"]]
             if not any("|" in r["partition"] for r in report["runs"]):
@@ -698,7 +699,7 @@ def latency(s: Stack, n_day_events: int, hours: float, teams: list[int]) -> tupl
             insert_events(s.client, s.clickhouse.events, insertable({name: columns[name][lo:hi] for name in EVENT_COLUMNS}))
             inserted += hi - lo
         started = time.perf_counter()
-        report = ticks.execute_tick(s.defs, s.instance, s.pool, now)
+        report = execute_tick(s.defs, s.instance, s.pool, now)
         tick_walls.append(time.perf_counter() - started)
         problems += [f"tick {now:%H:%M}: {r['partition']} failed: {r.get('error')}" for r in report["runs"] if not r["success"]]
         with psycopg.connect(s.app_url) as conn:
