@@ -147,8 +147,9 @@ def test_production_config_takes_every_secret_from_the_environment():
         assert set(launcher["task_definition"][key]) == {"env"}, key
     text = PROD_YAML.read_text()
     assert not re.search(r"arn:aws:", text), "account-specific ARNs belong in the environment"
-    # The only URL is the commented example, with placeholders for user and password.
-    assert re.findall(r"://([^/\s]*)@", text) == ["<user>:<password>"]
+    # No URL with credentials at all, not even a placeholder one: the URL comes from the environment.
+    assert re.findall(r"://([^/\s]*)@", text) == []
+    assert "postgresql+psycopg2://" in text, "the comment still names the driver the URL must use"
 
 
 def test_the_production_instance_builds_as_the_daemon_builds_it(tmp_path, prod_env, postgres_admin_url, monkeypatch):
