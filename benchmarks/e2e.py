@@ -252,6 +252,7 @@ def open_stack(tmp: Path) -> Stack:
     os.environ.setdefault(MAX_CONCURRENT_RUNS_VAR, "1")
     instance = dg.DagsterInstance.from_config(str(home))
     clickhouse = ClickHouseResource(url=f"chdb://{tmp / 'clickhouse'}", database=CH_DATABASE)
+    clickhouse.migrate()
     s = Stack(tmp=tmp, admin_url=admin_url, clickhouse=clickhouse, instance=instance)
     s.fresh_app()
     return s

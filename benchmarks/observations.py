@@ -392,6 +392,7 @@ def child_setup(chdb_path: Path, n: int) -> dict[str, Any]:
     from session_assets.resources import ClickHouseResource
 
     res = ClickHouseResource(url=f"chdb://{chdb_path}", database="bench_obs")
+    res.migrate()
     client = res.client()
     started = time.perf_counter()
     params = {"team_id": TEAM_ID, "day": DAY, "day_start": DAY_START, "computed_as_of": COVERED_UNTIL, "n": n}

@@ -269,6 +269,7 @@ class Bench:
 def run(n_events: int, repeat: int, path: Path, instance: dg.DagsterInstance) -> int:
     day = max(DAY, daily_partitions_def.start.date() + timedelta(days=1))
     resource = ClickHouseResource(url=f"chdb://{path / 'clickhouse'}", database=f"bench_{uuid.uuid4().hex[:8]}")
+    resource.migrate()
     try:
         return measure(resource, day, n_events, repeat, path, instance)
     finally:

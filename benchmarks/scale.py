@@ -126,6 +126,7 @@ def prepare(home: Path, count: int, now: datetime) -> None:
     os.environ.pop("DAGSTER_HOME", None)
     stack_module.bring_up()
     resources = build_resources(deferred=False)
+    resources["clickhouse"].migrate()
     columns = demo_data.generate_events(days=1, now=now, seed=11, teams=tuple(range(1, TEAMS + 1)))
     insert_events(resources["clickhouse"].client(), resources["clickhouse"].events, columns)
     start_at = min(columns["timestamp"]) - timedelta(hours=1)

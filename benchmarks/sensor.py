@@ -911,6 +911,7 @@ def run_cpu(admin_url: str, pg_data: Path, tmp: Path, args: argparse.Namespace) 
     home = tmp / "dagster-ticks"
     chdb_url = f"chdb://{tmp / 'clickhouse'}"
     resources = stack_resources(chdb_url, "bench_ticks", app_url, tmp / "objects")
+    resources["clickhouse"].migrate()
     defs = build_defs(resources)
     instance = open_instance(home, pg.sqlalchemy_url(dagster_url))
     pooled: dg.DagsterInstance | None = None

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.bring_up()
         resources = build_resources(deferred=False)
         clickhouse = resources["clickhouse"]
+        clickhouse.migrate()
         day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
         columns = demo_data.generate_bulk_events(n_events=args.events, day=day, seed=5, teams=(1,))
         insert_events(clickhouse.client(), clickhouse.events, insertable(columns))

@@ -110,6 +110,7 @@ def prepare(home: Path, count: int, start: datetime, minutes: float) -> tuple[di
     os.environ.pop("DAGSTER_HOME", None)
     stack_module.bring_up()
     resources = build_resources(deferred=False)
+    resources["clickhouse"].migrate()
     end = start + timedelta(minutes=minutes)
     columns = demo_data.generate_events(
         days=1, now=end, seed=23, teams=tuple(range(1, TEAMS + 1)), sessions_per_team_per_day=SESSIONS_PER_TEAM_PER_DAY

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from session_assets.clickhouse import ClickHouseUnavailable
 from session_assets.postgres import PostgresUnavailable, SchemaNotReady
+from session_assets.clickhouse import SchemaNotReady as ClickHouseSchemaNotReady
 
 console = Console()
 if not console.is_terminal:
@@ -34,7 +35,7 @@ LOOPBACK_HOSTS = {LOOPBACK, "localhost", "::1"}
 PROGRESS_EVERY_S = 10.0  # progress lines when the output is not a terminal
 # Failures a user can act on: their message is the whole story.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable, SchemaNotReady,
+    ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable, SchemaNotReady, ClickHouseSchemaNotReady,
 )  # fmt: skip
 
 
@@ -91,7 +92,7 @@ def _prepare_stores(stack, resources) -> None:
     """
     from session_assets import postgres
 
-    resources["clickhouse"].client()
+    resources["clickhouse"].migrate()
     postgres.migrate(stack.app_postgres_url)
 
 
@@ -237,6 +238,7 @@ def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
     from session_assets.resources import build_resources
 
     clickhouse = build_resources(deferred=False)["clickhouse"]
+    clickhouse.migrate()  # creates the events table it fills; on a prepared store it only reads
     shown = _plain(path)
     with console.status(f"validating {shown}") as status:
         last_line = [0.0]

@@ -36,6 +36,13 @@ class ClickHouseUnavailable(RuntimeError):
     """ClickHouse could not be opened or reached; the message says why and where."""
 
 
+class SchemaNotReady(RuntimeError):
+    """The ClickHouse database or its tables are not at the schema this code needs."""
+
+
+MIGRATE_HINT = "run `session-assets migrate` as a user that may create tables (docs/operations.md, section 3)"
+
+
 @dataclass(frozen=True)
 class TableRef:
     database: str
@@ -150,12 +157,12 @@ class _Clients:
     _open: dict[tuple[str, str], Client] = {}
 
     @classmethod
-    def get(cls, url: str, database: str, lock_timeout_s: float) -> Client:
+    def get(cls, url: str, database: str, lock_timeout_s: float, create_database: bool) -> Client:
         key = (url, database)
         with cls._guard:
             client = cls._open.get(key)
             if client is None:
-                client = _connect(url, database, lock_timeout_s)
+                client = _connect(url, database, lock_timeout_s, create_database)
                 cls._open[key] = client
             return client
 
@@ -170,28 +177,41 @@ class _Clients:
             cls._open.clear()
 
 
-def _connect(url: str, database: str, lock_timeout_s: float) -> Client:
+def _connect(url: str, database: str, lock_timeout_s: float, create_database: bool) -> Client:
     path = chdb_path(url)
     if path is not None:
         _EngineLock.acquire(path, lock_timeout_s)
         try:
-            bootstrap = clickhouse_connect.get_client(dsn=f"chdb://{path}")
-            bootstrap.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
-            bootstrap.close()
+            _ensure_database(clickhouse_connect.get_client(dsn=f"chdb://{path}"), database, create_database, str(path))
             return clickhouse_connect.get_client(dsn=f"chdb://{path}", database=database, tz_mode="aware")
+        except SchemaNotReady:
+            _EngineLock.release(path)
+            raise
         except Exception as error:
             _EngineLock.release(path)
             raise ClickHouseUnavailable(f"could not open the embedded ClickHouse at {path}: {error}") from error
     try:
         # No HTTP session id: one client serves several threads, and sessions lock per query.
         options = {"connect_timeout": 10, "autogenerate_session_id": False, "tz_mode": "aware"}
-        bootstrap = clickhouse_connect.get_client(dsn=url, **options)
-        bootstrap.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
-        bootstrap.close()
+        _ensure_database(clickhouse_connect.get_client(dsn=url, **options), database, create_database, redact(url))
         return clickhouse_connect.get_client(dsn=url, database=database, **options)
+    except SchemaNotReady:
+        raise
     except Exception as error:
         # The driver's message may repeat the URL: mask the whole line.
         raise ClickHouseUnavailable(redact(f"ClickHouse at {url} is unreachable: {error}")) from error
+
+
+def _ensure_database(bootstrap: Client, database: str, create: bool, where: str) -> None:
+    """Fail naming the database unless it exists; `create` (migrations only) creates it instead."""
+    try:
+        if bootstrap.command(sql.load("clickhouse/database_exists.sql"), parameters={"db": database}):
+            return
+        if not create:
+            raise SchemaNotReady(f"the ClickHouse database {database!r} does not exist at {where}: {MIGRATE_HINT}")
+        bootstrap.command(sql.load("clickhouse/database_create.sql"), parameters={"db": database})
+    finally:
+        bootstrap.close()
 
 
 def prefer_memory_to_speed() -> bool:
@@ -207,36 +227,79 @@ def prefer_memory_to_speed() -> bool:
     return True
 
 
-def get_client(url: str, database: str, lock_timeout_s: float = 120.0) -> Client:
-    return _Clients.get(url, database, lock_timeout_s)
+def get_client(url: str, database: str, lock_timeout_s: float = 120.0, create_database: bool = False) -> Client:
+    """The process's client for (url, database). The database must exist unless `create_database`."""
+    return _Clients.get(url, database, lock_timeout_s, create_database)
 
 
 def close_clients() -> None:
     """Close every client of this process and release chDB paths for other processes."""
     _Clients.close_all()
+    with _schema_checked_guard:
+        _schema_checked.clear()  # a closed chDB path may be replaced before it is opened again
 
 
-def apply_schema(client: Client, params: dict[str, Any]) -> list[str]:
-    """Run `sql/clickhouse/NNN_*.sql` not yet recorded in `schema_migrations`; returns what ran."""
-    client.command(sql.load("clickhouse/schema_migrations.sql"))
-    done = {row[0] for row in client.query("SELECT name FROM schema_migrations").result_rows}
-    applied = []
-    for name, path in sql.migrations("clickhouse"):
-        if name in done:
-            continue
-        for statement in sql.statements(sql.load(path)):
-            client.command(statement, parameters=sql.bind(statement, params) or None)
-        client.insert("schema_migrations", [[name]], column_names=["name"])
-        applied.append(name)
+def _applied(client: Client) -> set[str] | None:
+    """The recorded migrations; None when there is no `schema_migrations` table yet."""
+    if not client.command(sql.load("clickhouse/schema_migrations_exists.sql")):
+        return None
+    return {row[0] for row in client.query(sql.load("clickhouse/schema_versions.sql")).result_rows}
+
+
+def _missing(applied: set[str] | None) -> list[str]:
+    return [name for name, _ in sql.migrations("clickhouse") if name not in (applied or set())]
+
+
+_schema_checked: set[tuple[str, str]] = set()
+_schema_checked_guard = threading.Lock()
+
+
+def check_schema(client: Client, url: str, database: str) -> None:
+    """Fail unless the database has every migration this code knows. Read-only; once per (URL, database) per process."""
+    if (url, database) in _schema_checked:
+        return
+    missing = _missing(_applied(client))
+    if missing:
+        raise SchemaNotReady(
+            f"the ClickHouse database {database!r} at {redact(url)} lacks {len(missing)} migration(s) "
+            f"(first: {missing[0]}): {MIGRATE_HINT}"
+        )
+    with _schema_checked_guard:
+        _schema_checked.add((url, database))
+
+
+def migrate(client: Client, url: str, database: str, params: dict[str, Any]) -> list[str]:
+    """Run `sql/clickhouse/NNN_*.sql` not yet recorded in `schema_migrations`; return what ran.
+
+    Only this changes the schema. An up-to-date database is only read (no DDL), so a
+    user without CREATE rights passes it, as `load-events` on a prepared store does.
+    """
+    applied: list[str] = []
+    done = _applied(client)
+    if _missing(done):
+        if done is None:
+            client.command(sql.load("clickhouse/schema_migrations.sql"))
+            done = set()
+        for name, path in sql.migrations("clickhouse"):
+            if name in done:
+                continue
+            for statement in sql.statements(sql.load(path)):
+                client.command(statement, parameters=sql.bind(statement, params) or None)
+            client.insert("schema_migrations", [[name]], column_names=["name"])
+            applied.append(name)
+    with _schema_checked_guard:
+        _schema_checked.add((url, database))
     return applied
 
 
 __all__ = [
     "ClickHouseError",
     "ClickHouseUnavailable",
+    "SchemaNotReady",
     "TableRef",
-    "apply_schema",
     "chdb_path",
+    "check_schema",
     "close_clients",
     "get_client",
+    "migrate",
 ]

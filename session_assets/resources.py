@@ -35,9 +35,15 @@ class ClickHouseResource(dg.ConfigurableResource):
     candidate_query_seconds: float = settings.DEFAULT_CANDIDATE_QUERY_SECONDS
 
     def client(self) -> Client:
+        """The client, once the schema is checked (read-only): run time needs no DDL rights."""
         client = clickhouse.get_client(self.url, self.database, self.lock_timeout_seconds)
-        _ensure_clickhouse_schema(self, client)
+        clickhouse.check_schema(client, self.url, self.database)
         return client
+
+    def migrate(self) -> list[str]:
+        """Create the database and apply the migrations it lacks (`session-assets migrate`); return them."""
+        client = clickhouse.get_client(self.url, self.database, self.lock_timeout_seconds, create_database=True)
+        return clickhouse.migrate(client, self.url, self.database, self.table_params())
 
     @property
     def events(self) -> clickhouse.TableRef:
@@ -74,16 +80,6 @@ class ClickHouseResource(dg.ConfigurableResource):
             f"the events table {table.database}.{table.table} does not exist: {settings.EVENTS_TABLE_VAR}="
             f"{self.events_table!r} names no table (unset it to use {self.database}.events, or create the table first)"
         )
-
-
-_schema_ready: set[tuple[str, str, str]] = set()
-
-
-def _ensure_clickhouse_schema(resource: ClickHouseResource, client: Client) -> None:
-    key = (resource.url, resource.database, resource.events_table)
-    if key not in _schema_ready:
-        clickhouse.apply_schema(client, resource.table_params())
-        _schema_ready.add(key)
 
 
 class PostgresResource(dg.ConfigurableResource):

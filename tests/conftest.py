@@ -49,8 +49,10 @@ def chdb_url(stack_home: Path) -> Iterator[str]:
 
 @pytest.fixture
 def clickhouse_resource(chdb_url: str) -> ClickHouseResource:
-    """A ClickHouse database of its own, on the session's chDB path."""
-    return ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}")
+    """A ClickHouse database of its own, migrated, on the session's chDB path."""
+    resource = ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}")
+    resource.migrate()
+    return resource
 
 
 @pytest.fixture(scope="session")

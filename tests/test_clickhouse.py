@@ -13,7 +13,7 @@ OPEN_AND_HOLD = textwrap.dedent(
     """
     import sys
     from session_assets.clickhouse import get_client
-    get_client(sys.argv[1], "held", lock_timeout_s=float(sys.argv[2]))
+    get_client(sys.argv[1], "held", lock_timeout_s=float(sys.argv[2]), create_database=True)
     print("ready", flush=True)
     sys.stdin.read()  # hold the engine until the test closes our stdin
     """
@@ -87,7 +87,7 @@ DECAY = textwrap.dedent(
     took = []
     if sys.argv[2] == "before":
         took.append(prefer_memory_to_speed())
-    client = get_client(sys.argv[1], "decay")
+    client = get_client(sys.argv[1], "decay", create_database=True)
     if sys.argv[2] == "after":
         took.append(prefer_memory_to_speed())
     stats = client.query("SELECT * FROM system.jemalloc_stats").result_rows[0][0]

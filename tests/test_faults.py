@@ -238,7 +238,9 @@ def _seed_events(rows_path: str) -> None:
 
     stack.bring_up()
     rows = pickle.loads(Path(rows_path).read_bytes())
-    insert_rows(build_resources(deferred=False)["clickhouse"], rows)
+    clickhouse = build_resources(deferred=False)["clickhouse"]
+    clickhouse.migrate()  # as the owner's `session-assets migrate` would
+    insert_rows(clickhouse, rows)
 
 
 def _dump_rollups(path: str) -> None:

@@ -153,6 +153,7 @@ def test_jsonl_round_trip_keeps_every_field(clickhouse_resource: ClickHouseResou
 
     # The derived uuid depends only on the file: the same load elsewhere gives the same id.
     other = ClickHouseResource(url=clickhouse_resource.url, database=clickhouse_resource.database + "_b")
+    other.migrate()
     load_events_file(other, path, now=NOW + timedelta(hours=1))
     assert derived["uuid"] in {r["uuid"] for r in read_events(other)}
 

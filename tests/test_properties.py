@@ -315,6 +315,7 @@ class Stack:
 
     def __init__(self, chdb_url: str, postgres: PostgresResource, folder: Path):
         self.clickhouse = ClickHouseResource(url=chdb_url, database=f"p_{uuid.uuid4().hex[:12]}")
+        self.clickhouse.migrate()
         self.postgres = postgres
         self.pool = postgres.pool()
         with self.pool.connection() as conn:

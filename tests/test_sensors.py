@@ -32,8 +32,10 @@ def build_defs(resources: dict) -> dg.Definitions:
 
 
 def new_stack(chdb_url: str, postgres_url: str, folder: Path) -> dict:
+    clickhouse = ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}")
+    clickhouse.migrate()
     return {
-        "clickhouse": ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}"),
+        "clickhouse": clickhouse,
         "postgres": PostgresResource(url=postgres_url),
         "object_store": object_store_for(f"file://{folder}", S3Resource()),
     }

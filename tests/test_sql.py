@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import uuid
 
+import clickhouse_connect
+import pytest
+
 from session_assets import clickhouse, postgres, sql
 
 
@@ -12,11 +15,48 @@ def test_includes_expand_and_statements_split():
 
 
 def test_clickhouse_schema_applies_once(clickhouse_resource):
-    client = clickhouse_resource.client()  # first use applies every migration
-    assert clickhouse.apply_schema(client, clickhouse_resource.table_params()) == []
+    client = clickhouse_resource.client()  # the fixture migrated it
+    assert clickhouse_resource.migrate() == []
     tables = {row[0] for row in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
     assert {"events", "session_counter_rollups_v2", "sessions", "schema_migrations"} <= tables
     assert "session_counter_rollups" not in tables  # copied into _v2, then dropped (007, 008)
+
+
+
+def test_run_time_clients_only_read_the_clickhouse_schema_and_name_the_fix(chdb_url):
+    """A database nobody migrated, or one behind this code, fails at the first client with one
+    line naming the database and `session-assets migrate`; nothing is created on the way."""
+    from session_assets.resources import ClickHouseResource
+
+    fresh = ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}")
+    with pytest.raises(clickhouse.SchemaNotReady, match=rf"database '{fresh.database}' does not exist.*session-assets migrate"):
+        fresh.client()
+    admin = clickhouse.get_client(chdb_url, "default")
+    assert not admin.command("SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": fresh.database})
+
+    assert fresh.migrate()  # every migration, the database first
+    behind = ClickHouseResource(url=chdb_url, database=f"t_{uuid.uuid4().hex[:12]}")
+    behind.migrate()
+    newest = sql.migrations("clickhouse")[-1][0]
+    clickhouse.close_clients()  # a new process: nothing checked yet
+    clickhouse.get_client(chdb_url, behind.database).command(
+        "DELETE FROM schema_migrations WHERE name = {name:String}", parameters={"name": newest}
+    )
+    with pytest.raises(clickhouse.SchemaNotReady, match=rf"lacks 1 migration\(s\) \(first: {newest}\).*session-assets migrate"):
+        behind.client()
+    assert behind.migrate() == [newest]
+    behind.client()
+
+
+def test_migrating_an_up_to_date_clickhouse_database_runs_no_ddl(clickhouse_resource):
+    """`load-events` migrates before it loads: on a prepared store a user without CREATE rights passes."""
+    # readonly=2: settings may change, nothing may be created or written.
+    client = clickhouse_connect.get_client(
+        dsn=clickhouse_resource.url, database=clickhouse_resource.database, settings={"readonly": 2}
+    )
+    with pytest.raises(Exception, match="readonly"):
+        client.command("CREATE TABLE refused (x Int8) ENGINE = Memory")
+    assert clickhouse.migrate(client, clickhouse_resource.url, clickhouse_resource.database, clickhouse_resource.table_params()) == []
 
 
 ROLLUP_COLUMNS = (
@@ -68,7 +108,7 @@ def test_rollups_move_to_the_session_ordered_table_and_every_row_comes_along(cli
     client.command(
         f"INSERT INTO session_counter_rollups_v2 ({ROLLUP_COLUMNS}) SELECT {recomputed} FROM session_counter_rollups FINAL WHERE team_id = 2"
     )
-    assert clickhouse.apply_schema(client, clickhouse_resource.table_params()) == later
+    assert clickhouse_resource.migrate() == later
 
     tables = {row[0] for row in client.query("SELECT name FROM system.tables WHERE database = currentDatabase()").result_rows}
     assert "session_counter_rollups" not in tables

@@ -355,6 +355,7 @@ def test_any_yaml_text_loads_or_raises_scanner_error(text):
 def fuzz_clickhouse(chdb_url: str) -> ClickHouseResource:
     """One database for the module's database examples: `sessions_t` and events seeded once."""
     resource = ClickHouseResource(url=chdb_url, database=f"t_fuzz_{uuid.uuid4().hex[:8]}")
+    resource.migrate()
     resource.client().command(SESSIONS_DDL)
     return resource
 

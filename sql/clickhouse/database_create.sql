@@ -1,0 +1,2 @@
+-- The app's database, created by `session-assets migrate` only.
+CREATE DATABASE IF NOT EXISTS {db:Identifier}
