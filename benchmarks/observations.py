@@ -15,7 +15,7 @@ Figures:
   (asset, naive, asset, naive, ...), `--repeat` times (default 3), medians compared.
   Goals: ratio >= 10x, asset >= 20,000 observations/s.
 * memory: a day with `--candidates` (default 1,000,000) settled sessions swept through
-  the asset (`dg.materialize` of `scanner_sweep` with its checks, as
+  the asset (`dg.materialize` of `scanner_observations` with its checks, as
   `tests.support.sweep` does), in a child process of its own: peak RSS of that process
   (`ru_maxrss`, chDB runs in it), RSS just before the sweep and the increase, wall
   time, observations/s, and the count in Postgres (must equal the candidates).
@@ -154,7 +154,7 @@ def save_scanner(pool: Any) -> Any:
 
 
 def candidate_rows(n: int) -> list[tuple]:
-    """`n` candidates as the walk query yields them (CANDIDATE_COLUMNS order), keyset-sorted.
+    """`n` candidates as the walk query yields them (CANDIDATE_WALK_COLUMNS order), keyset-sorted.
 
     Distinct session ids, ends spread over the day, counters varied so evidence
     holds a realistic handful of non-zero values.
@@ -278,7 +278,7 @@ def naive_params(rows: list[tuple], scanner: Any) -> list[tuple]:
     kind, rule = get_kind(scanner.kind), scanner.parsed_rule
     out = []
     for i, row in enumerate(rows):
-        candidate = dict(zip(observations.CANDIDATE_COLUMNS, row))
+        candidate = dict(zip(observations.CANDIDATE_WALK_COLUMNS, row))
         v = kind.apply(observations.summary(candidate), None, rule)
         key = observations.batch_key(scanner.team_id, scanner.id, DAY, i // PAGE_SIZE + 1)
         evidence = Jsonb(observations._evidence(candidate, v.evidence))
@@ -444,7 +444,7 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
     from session_assets import clickhouse as ch
     from session_assets import observations
     from session_assets import postgres as pg
-    from session_assets.assets import scanner_sweep, session_counter_rollups
+    from session_assets.assets import scanner_observations, session_counter_rollups
     from session_assets.checks import (
         no_session_behind_watermark_unobserved,
         observations_behind_watermark,
@@ -494,11 +494,11 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
             )
         run_config = {
             **QUIET,
-            "ops": {"scanner_sweep": {"config": {"page_size": PAGE_SIZE, "default_monthly_quota": max(10 * n, 1)}}},
+            "ops": {"scanner_observations": {"config": {"page_size": PAGE_SIZE, "default_monthly_quota": max(10 * n, 1)}}},
         }
         assets = [
             session_counter_rollups,
-            scanner_sweep,
+            scanner_observations,
             no_session_behind_watermark_unobserved,
             observations_behind_watermark,
             team_quota_not_exceeded,
@@ -513,7 +513,7 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
         started = time.perf_counter()
         result = dg.materialize(
             assets,
-            selection=dg.AssetSelection.assets(scanner_sweep) | dg.AssetSelection.checks_for_assets(scanner_sweep),
+            selection=dg.AssetSelection.assets(scanner_observations) | dg.AssetSelection.checks_for_assets(scanner_observations),
             partition_key=f"{DAY.isoformat()}|{SCANNER_ID}",
             resources=resources,
             instance=instance,

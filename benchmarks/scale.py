@@ -144,7 +144,7 @@ def prepare(home: Path, count: int, now: datetime) -> None:
 def tick_runs(instance: dg.DagsterInstance) -> dict[str, list[Any]]:
     """Sensor runs by tick (their as-of tag)."""
     ticks: dict[str, list[Any]] = {}
-    for record in instance.get_run_records(dg.RunsFilter(tags={"session_assets/sweep": "sensor"}), limit=5000):
+    for record in instance.get_run_records(dg.RunsFilter(tags={"session_assets/launched_by": "sensor"}), limit=5000):
         ticks.setdefault(record.dagster_run.tags[AS_OF_TAG], []).append(record)
     return ticks
 

@@ -375,7 +375,7 @@ def rollup_metadata(as_of: datetime, complete: bool, rng: random.Random) -> dict
 def sweep_metadata(
     asset_key: dg.AssetKey, day: date, scanner_id: str, team_id: int, as_of: datetime, complete: bool, rng: random.Random
 ) -> dict[str, Any]:
-    """What `scanner_sweep` writes for one of its two assets, rollups covered up to `as_of`."""
+    """What `scanner_observations` writes for one of its two assets, rollups covered up to `as_of`."""
     frontier = sweep_frontier(day, as_of)
     mark = max(day_start(day), frontier)
     candidates = rng.randint(0, 200)

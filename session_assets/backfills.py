@@ -24,6 +24,7 @@ import dagster as dg
 
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES
 from session_assets.partitions import scanner_day_key, scanner_partitions_def
+from session_assets.sweeps import LAUNCHED_BY_TAG
 
 DAEMON_SILENT_AFTER_S = 90.0  # the daemon beats every 30 s or so
 LAUNCH_BACKFILL = """
@@ -52,7 +53,7 @@ def launch_params(scanner_id: str, start: date, end: date) -> dict:
     return {
         "partitionNames": partition_keys(scanner_id, start, end),
         "assetSelection": [{"path": key.path} for key in (CANDIDATE_WINDOWS, OBSERVATION_BATCHES)],
-        "tags": [{"key": "session_assets/sweep", "value": "backfill"}],
+        "tags": [{"key": LAUNCHED_BY_TAG, "value": "backfill"}],
         "title": f"{scanner_id} {start}..{end}",
         "description": "session-assets backfill",
     }

@@ -1,4 +1,4 @@
-"""`sweep_batch_job`: one run sweeps every (scanner, day) partition a tick found due.
+"""`scanner_batch_job`: one run sweeps every (scanner, day) partition a tick found due.
 
 A run per partition costs a process and Dagster's start-up (~7 s from launch
 to exit against ~0.6 s of work): the run queue fell behind past a few dozen
@@ -26,7 +26,7 @@ import dagster as dg
 from session_assets.assets.scanning import (
     CANDIDATE_WINDOWS,
     OBSERVATION_BATCHES,
-    SweepConfig,
+    ScannerRunConfig,
     SweepOutcome,
     SweepRecords,
     plan_sweep,
@@ -45,7 +45,7 @@ OP_NAME = "sweep_partitions"
 FAILURE_KEY = "sweep_failed"  # metadata of a partition's failure observation
 
 
-class SweepBatchConfig(SweepConfig):
+class SweepBatchConfig(ScannerRunConfig):
     """The partitions one batch run sweeps ("<day>|<scanner id>"), and the sweep settings."""
 
     partitions: list[str]
@@ -186,11 +186,11 @@ def sweep_partitions(
 
 
 @dg.job(
-    name="sweep_batch_job",
+    name="scanner_batch_job",
     description=(
         "Sweep many (scanner, day) partitions in one run (what the sweep sensor launches each tick); each "
         "partition is materialized on its own, with its own watermark."
     ),
 )
-def sweep_batch_job() -> None:
+def scanner_batch_job() -> None:
     sweep_partitions()

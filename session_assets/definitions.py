@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from session_assets.assets import events, scanner_sweep, session_counter_rollups
+from session_assets.assets import events, scanner_observations, session_counter_rollups
 from session_assets.checks import (
     no_session_behind_watermark_unobserved,
     observations_behind_watermark,
@@ -11,14 +11,14 @@ from session_assets.checks import (
     watermark_never_moves_backwards,
 )
 from session_assets.resources import build_resources
-from session_assets.batches import sweep_batch_job
-from session_assets.sensors import rollups_job, sweep_job, sweep_sensor
+from session_assets.batches import scanner_batch_job
+from session_assets.sensors import rollups_job, scanner_partition_job, sweep_sensor
 
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     """The code location; `resources` replaces the ones read from the environment (tests)."""
     return dg.Definitions(
-        assets=[events, session_counter_rollups, scanner_sweep],
+        assets=[events, session_counter_rollups, scanner_observations],
         asset_checks=[
             rollup_counters_match_events,
             no_session_behind_watermark_unobserved,
@@ -26,7 +26,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             team_quota_not_exceeded,
             watermark_never_moves_backwards,
         ],
-        jobs=[rollups_job, sweep_job, sweep_batch_job],
+        jobs=[rollups_job, scanner_partition_job, scanner_batch_job],
         sensors=[sweep_sensor],
         resources=build_resources() if resources is None else resources,
         # One process per run: the default multiprocess executor costs seconds per step,

@@ -15,7 +15,7 @@ from session_assets import demo_data
 from session_assets.events_io import EVENT_COLUMNS, insert_events
 from session_assets.partitions import scanner_day_key, scanner_day_partition_key, scanner_partitions_def
 from session_assets.resources import ClickHouseResource
-from session_assets.records import RollupRecord, SweepRecord
+from session_assets.records import RollupRecord, ScannerDayRecord
 from session_assets.run_context import AS_OF_TAG, metadata_values
 from session_assets.scanners import Scanner, load_scanners
 from session_assets.scanners import store as scanner_store
@@ -147,7 +147,7 @@ def sweep_partitions(
                 e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("observation_batches")
             ]
             meta = metadata_values(event.materialization.metadata)
-            record = SweepRecord.from_metadata(meta)
+            record = ScannerDayRecord.from_metadata(meta)
             done.append(
                 PartitionSweep(
                     scanner_id=scanner_id,

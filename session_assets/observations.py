@@ -46,7 +46,7 @@ MonthlyQuota = Annotated[int, Field(ge=1, le=MAX_MONTHLY_QUOTA)]
 MAX_EVIDENCE_TEXT_BYTES = 4096
 MAX_EVIDENCE_BYTES = 16 * 1024
 
-CANDIDATE_COLUMNS = (
+CANDIDATE_WALK_COLUMNS = (
     "team_id", "session_id", "distinct_id", "session_start", "session_end", "duration_s",
     "event_count", "pageview_count", "autocapture_count", "rageclick_count", "exception_count",
     "ai_generation_count", "input_tokens", "output_tokens", "cost_usd", "entry_url", "late",
@@ -96,7 +96,7 @@ def pages(rows: Iterable[Sequence[Any]], page_size: int) -> Iterator[list[dict[s
     page: list[dict[str, Any]] = []
     previous = None
     for row in rows:
-        candidate = dict(zip(CANDIDATE_COLUMNS, row))
+        candidate = dict(zip(CANDIDATE_WALK_COLUMNS, row))
         key = (candidate["session_end"], candidate["session_id"])
         if key == previous:
             continue

@@ -74,7 +74,7 @@ class RollupRecord:
 
 
 @dataclass(frozen=True)
-class SweepRecord:
+class ScannerDayRecord:
     """What the latest materialization of a (scanner, day) partition says: where its next sweep resumes."""
 
     watermark: Watermark
@@ -96,7 +96,7 @@ class SweepRecord:
         }
 
     @classmethod
-    def from_metadata(cls, values: Mapping[str, Any]) -> SweepRecord | None:
+    def from_metadata(cls, values: Mapping[str, Any]) -> ScannerDayRecord | None:
         values = metadata_values(values)
         end = metadata_time(values.get(WATERMARK_END))
         if end is None:
@@ -115,5 +115,5 @@ class SweepRecord:
 
 def watermark_of(values: Mapping[str, Any]) -> Watermark | None:
     """The watermark a (scanner, day) materialization recorded; None for one that recorded none."""
-    record = SweepRecord.from_metadata(values)
+    record = ScannerDayRecord.from_metadata(values)
     return record.watermark if record else None

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from session_assets import settings, sweeps
-from session_assets.assets import scanner_sweep, session_counter_rollups
-from session_assets.batches import BATCH_TAG, batch_run_config, sweep_batch_job
+from session_assets.assets import scanner_observations, session_counter_rollups
+from session_assets.batches import BATCH_TAG, batch_run_config, scanner_batch_job
 from session_assets.partitions import scanner_partitions_def
 from session_assets.resources import PostgresResource
 from session_assets.run_context import AS_OF_TAG
@@ -23,9 +23,9 @@ rollups_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(session_counter_rollups),
     description="Roll up one UTC day of events (the sweep sensor runs it for open days).",
 )
-sweep_job = dg.define_asset_job(
-    "sweep_job",
-    selection=dg.AssetSelection.assets(scanner_sweep),
+scanner_partition_job = dg.define_asset_job(
+    "scanner_partition_job",
+    selection=dg.AssetSelection.assets(scanner_observations),
     description=(
         "Sweep one (scanner, day) partition: candidates, observations, batch objects (hand backfills, "
         "and the sensor's retries of a partition that failed)."
@@ -50,7 +50,7 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int
     for run in sweeps.runs(plan.requests, batches):
         tags = {
             AS_OF_TAG: now.isoformat(),
-            sweeps.SWEEP_TAG: source,
+            sweeps.LAUNCHED_BY_TAG: source,
             # The default run launcher cannot see a killed run worker: run monitoring
             # fails a run still going after this long, and the next tick retries it.
             MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS),
@@ -59,7 +59,7 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int
             requests.append(
                 dg.RunRequest(
                     run_key=run.run_key(now),
-                    job_name=sweep_batch_job.name,
+                    job_name=scanner_batch_job.name,
                     run_config=batch_run_config(list(run.partitions)),
                     tags={**tags, BATCH_TAG: str(len(run.partitions))},
                 )
@@ -68,7 +68,7 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int
         requests.append(
             dg.RunRequest(
                 run_key=run.run_key(now),
-                job_name=rollups_job.name if run.asset == "rollups" else sweep_job.name,
+                job_name=rollups_job.name if run.asset == "rollups" else scanner_partition_job.name,
                 partition_key=run.partition_key,
                 tags={**tags, sweeps.ATTEMPT_TAG: str(run.attempt)},
             )
@@ -87,7 +87,7 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int
     # 300 s; shorter in tests and demos that want to watch retries happen.
     minimum_interval_seconds=settings.seconds_setting(settings.SWEEP_INTERVAL_VAR, 300),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    jobs=[rollups_job, sweep_job, sweep_batch_job],
+    jobs=[rollups_job, scanner_partition_job, scanner_batch_job],
 )
 def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(timezone.utc)

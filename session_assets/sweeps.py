@@ -28,7 +28,7 @@ MAX_RETRY_RUNS_PER_TICK = 10
 RETRY_BACKOFF_BASE = timedelta(minutes=5)
 RETRY_BACKOFF_CAP = timedelta(hours=1)
 
-SWEEP_TAG = "session_assets/sweep"  # who launched the run: sensor | cli
+LAUNCHED_BY_TAG = "session_assets/launched_by"  # who launched the run: sensor | cli
 ATTEMPT_TAG = "session_assets/attempt"  # consecutive failures before this run
 
 
@@ -90,7 +90,7 @@ class TickState:
 
 @dataclass(frozen=True)
 class Request:
-    asset: str  # "rollups" | "sweep"
+    asset: str  # "rollups" | "scanner"
     day: date
     scanner_id: str | None
     attempt: int
@@ -100,7 +100,7 @@ class Request:
 
     @property
     def batched(self) -> bool:
-        return self.asset == "sweep" and not self.alone
+        return self.asset == "scanner" and not self.alone
 
     @property
     def partition_key(self) -> str:
@@ -119,7 +119,7 @@ class Batch:
     partitions: tuple[str, ...]
 
     def run_key(self, now: datetime) -> str:
-        return f"sweeps:{now.isoformat()}:{self.index}"
+        return f"batch:{now.isoformat()}:{self.index}"
 
 
 def runs(requests: list[Request], batches: int = 1) -> list[Request | Batch]:
@@ -285,7 +285,7 @@ def plan_tick(
             # Served longest-waiting first: since its last success, or since it could first run.
             waited_since = sweep.succeeded_as_of or sweep.materialized_at or max(day_start(day), scanner.start_at)
             alone = sweep.failures > 0 and sweep.failed_alone
-            sweeps.append((waited_since, Request("sweep", day, scanner.id, sweep.failures, reason, scanner.team_id, alone)))
+            sweeps.append((waited_since, Request("scanner", day, scanner.id, sweep.failures, reason, scanner.team_id, alone)))
 
     # Rollups first (a handful, never starved by a catch-up), then the sweeps that waited longest
     # (oldest day first among equals, so a catch-up goes in order), capped.

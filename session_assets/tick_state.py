@@ -23,7 +23,7 @@ from session_assets.assets.scanning import OBSERVATION_BATCHES, earlier_watermar
 from session_assets.batches import FAILURE_KEY, batch_partitions, crash_suspect, processing_order
 from session_assets.observations import quota_period
 from session_assets.partitions import daily_partitions_def, scanner_day_key, scanner_partitions_def
-from session_assets.records import RollupRecord, SweepRecord
+from session_assets.records import RollupRecord, ScannerDayRecord
 from session_assets.run_context import AS_OF_TAG, metadata_time
 from session_assets.scanners import store as scanner_store
 
@@ -203,7 +203,7 @@ def _parsed_records(instance: dg.DagsterInstance) -> dict[int, dict[str, Any]]:
 def _parse(record: Any) -> dict[str, Any]:
     metadata = record.asset_materialization.metadata
     rollup = RollupRecord.from_metadata(metadata)
-    sweep = SweepRecord.from_metadata(metadata)
+    sweep = ScannerDayRecord.from_metadata(metadata)
     watermark = sweep.watermark if sweep else None
     return {
         "materialized_at": datetime.fromtimestamp(record.timestamp, tz=timezone.utc),

@@ -14,7 +14,7 @@ from session_assets.assets import session_counter_rollups
 from session_assets.assets.scanning import OBSERVATION_BATCHES
 from session_assets.batches import FAILURE_KEY, batch_partitions
 from session_assets.partitions import scanner_partitions_def
-from session_assets.records import RollupRecord, SweepRecord
+from session_assets.records import RollupRecord, ScannerDayRecord
 from session_assets.scanners import store as scanner_store
 from session_assets.sensors import batches_per_tick, retry_backoff, run_requests
 from session_assets.tick_state import WORKER_TAG, fail_runs_of_gone_workers, read_tick_state, worker_tag
@@ -77,7 +77,7 @@ def execute_request(defs: dg.Definitions, instance: dg.DagsterInstance, request:
             materialization = event.step_materialization_data.materialization
             meta = materialization.metadata
             if materialization.asset_key == OBSERVATION_BATCHES:
-                sweep = SweepRecord.from_metadata(meta)
+                sweep = ScannerDayRecord.from_metadata(meta)
                 summary_of(materialization.partition).update(
                     success=True,
                     watermark_end=sweep.watermark.end.isoformat(),

@@ -312,7 +312,7 @@ def sweep(
     default_monthly_quota: int | None = None,
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    from session_assets.assets import scanner_sweep
+    from session_assets.assets import scanner_observations
     from session_assets.checks import (
         no_session_behind_watermark_unobserved,
         observations_behind_watermark,
@@ -329,18 +329,18 @@ def sweep(
     return dg.materialize(
         [
             session_counter_rollups,
-            scanner_sweep,
+            scanner_observations,
             no_session_behind_watermark_unobserved,
             observations_behind_watermark,
             team_quota_not_exceeded,
             watermark_never_moves_backwards,
         ],
-        selection=dg.AssetSelection.assets(scanner_sweep) | dg.AssetSelection.checks_for_assets(scanner_sweep),
+        selection=dg.AssetSelection.assets(scanner_observations) | dg.AssetSelection.checks_for_assets(scanner_observations),
         partition_key=f"{day}|{scanner_id}",
         resources=dict(resources),
         instance=instance,
         tags=tags,
-        run_config={"ops": {"scanner_sweep": {"config": config}}},
+        run_config={"ops": {"scanner_observations": {"config": config}}},
         raise_on_error=raise_on_error,
     )
 

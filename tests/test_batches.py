@@ -21,7 +21,7 @@ from session_assets.scanners import store
 from session_assets.run_context import AS_OF_TAG
 from session_assets.tick_state import read_tick_state
 from session_assets.ticks import execute_request, execute_tick
-from session_assets.sweeps import SWEEP_TAG, plan_tick
+from session_assets.sweeps import LAUNCHED_BY_TAG, plan_tick
 from tests.support import add_scanner, at, observed, roll_for_sweeps
 
 END = at("2026-11-20T14:00:00")
@@ -145,7 +145,7 @@ def test_a_batch_with_a_broken_scanner_materializes_the_others_and_retries_only_
 def test_a_batch_as_of_the_future_fails_whole_and_records_nothing(instance, resources):
     add_scanners(instance, resources, END - timedelta(days=1))
     defs = build_definitions(resources)
-    result = defs.resolve_job_def("sweep_batch_job").execute_in_process(
+    result = defs.resolve_job_def("scanner_batch_job").execute_in_process(
         instance=instance,
         run_config={"ops": {"sweep_partitions": {"config": {"partitions": [f"{date.today() + timedelta(days=3)}|errors"]}}}},
         tags={"session_assets/as_of": (datetime.now().astimezone() + timedelta(days=3)).isoformat()},
@@ -180,13 +180,13 @@ def test_a_batch_that_stopped_whole_has_the_partition_it_was_sweeping_retried_al
     # batch's record), then its process died on `checkout`, before `pages`.
     stopped_at = END + timedelta(minutes=5)
     done, crashed, unreached = (f"{DAY}|{s}" for s in ("errors", "checkout", "pages"))
-    tags = {AS_OF_TAG: stopped_at.isoformat(), SWEEP_TAG: "sensor"}
+    tags = {AS_OF_TAG: stopped_at.isoformat(), LAUNCHED_BY_TAG: "sensor"}
     (summary,) = execute_request(
-        defs, instance, dg.RunRequest(job_name="sweep_job", partition_key=done, run_key="own", tags=tags)
+        defs, instance, dg.RunRequest(job_name="scanner_partition_job", partition_key=done, run_key="own", tags=tags)
     )
     assert summary["success"], summary
     batch = instance.create_run_for_job(
-        defs.resolve_job_def("sweep_batch_job"),
+        defs.resolve_job_def("scanner_batch_job"),
         run_config=batch_run_config([crashed, done, unreached]),  # swept in the order given
         tags={**tags, BATCH_TAG: "3"},
     )

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from session_assets import sql
-from session_assets.assets import scanner_sweep, session_counter_rollups
+from session_assets.assets import scanner_observations, session_counter_rollups
 from session_assets.partitions import scanner_day_partitions_def
 from session_assets.run_context import AS_OF_TAG
 from session_assets.scanners import parse_scanner
@@ -316,7 +316,7 @@ def test_the_checks_find_an_unobserved_session_and_one_observed_past_the_waterma
         partitions_def=scanner_day_partitions_def,
     )
     defs = dg.Definitions(
-        assets=[scanner_sweep], asset_checks=[no_session_behind_watermark_unobserved, observations_behind_watermark],
+        assets=[scanner_observations], asset_checks=[no_session_behind_watermark_unobserved, observations_behind_watermark],
         jobs=[check_job], resources=resources,
     )  # fmt: skip
     result = defs.resolve_job_def("checks_only").execute_in_process(

@@ -82,7 +82,7 @@ def test_replaying_a_page_changes_nothing(postgres_resource, local_object_store)
 
 def test_pages_skip_a_row_repeating_the_key_before_it():
     def row(session_id: str, minute: int) -> tuple:
-        return tuple(candidate(session_id, minute)[name] for name in observations.CANDIDATE_COLUMNS)
+        return tuple(candidate(session_id, minute)[name] for name in observations.CANDIDATE_WALK_COLUMNS)
 
     # A retried window's copies sit next to the originals in keyset order; a tie
     # on the end with another id, or the same id at another end, is not a copy.

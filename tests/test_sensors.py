@@ -62,7 +62,7 @@ def test_the_sensor_registers_scanners_and_requests_due_runs(instance, chdb_url,
     # The due partitions go in one batch run (one process), each materialized on its own.
     sweep_days = [d for d in (yesterday, today) if now - SETTLE > datetime.combine(d, datetime.min.time(), timezone.utc)]
     (batch,) = result.run_requests[len(days) :]
-    assert batch.job_name == "sweep_batch_job" and batch.partition_key is None
+    assert batch.job_name == "scanner_batch_job" and batch.partition_key is None
     assert sorted(batch_partitions_of(batch)) == sorted(f"{d}|{s}" for d in sweep_days for s in ("ai-spend", "checkout-errors", "rage-clicks"))
     assert batch.tags["session_assets/batch"] == str(len(batch_partitions_of(batch)))
     assert all(r.tags["session_assets/as_of"] for r in result.run_requests)

@@ -68,11 +68,11 @@ def test_settle_window_crossing_midnight_keeps_yesterday_open_and_gates_today():
     plan = plan_tick(state(now, [scanner], rollups, sweeps))
     # Yesterday: the rollups reach 00:15 - 35 min = 23:40, past its last frontier 23:35.
     # Today: the same frontier is still before the day starts, so there is nothing to do yet.
-    assert keys(plan) == ["rollups:2024-03-01", "rollups:2024-03-02", "sweep:2024-03-01|s"]
+    assert keys(plan) == ["rollups:2024-03-01", "rollups:2024-03-02", "scanner:2024-03-01|s"]
     assert plan.waiting["2024-03-02|s"] == "rollups have not advanced since the last sweep"
     later = at("2024-03-02T00:50:00")
     rollups = {d: rolled(at("2024-03-02T00:45:00"), d) for d in rollups}
-    assert "sweep:2024-03-02|s" in keys(plan_tick(state(later, [scanner], rollups, sweeps)))
+    assert "scanner:2024-03-02|s" in keys(plan_tick(state(later, [scanner], rollups, sweeps)))
 
 
 def test_sweeps_follow_the_rollups_they_need():
@@ -84,7 +84,7 @@ def test_sweeps_follow_the_rollups_they_need():
     swept_at_12 = {("s", date(2024, 3, 1)): swept(at("2024-03-01T12:00:00"), at("2024-03-01T12:00:00") - SETTLE)}
     # Today's rollup runs first in this tick, so the sweep queued behind it can move.
     plan = plan_tick(state(now, [scanner], {date(2024, 2, 28): before, date(2024, 2, 29): yesterday, date(2024, 3, 1): today}, swept_at_12))
-    assert keys(plan) == ["rollups:2024-03-01", "sweep:2024-03-01|s"]
+    assert keys(plan) == ["rollups:2024-03-01", "scanner:2024-03-01|s"]
     # With today's rollup still running, a sweep could not get past its last frontier: wait.
     busy = PartitionState(materialized_at=today.materialized_at, covered_until=today.covered_until, in_flight=True)
     plan = plan_tick(state(now, [scanner], {date(2024, 2, 28): before, date(2024, 2, 29): yesterday, date(2024, 3, 1): busy}, swept_at_12))
@@ -106,10 +106,10 @@ def test_a_failed_partition_is_retried_with_a_new_key_after_backoff():
     too_soon = plan_tick(state(failed_at + backoff(2) - timedelta(seconds=1), [scanner], rollups, failed))
     assert too_soon.waiting["2024-03-01|s"] == "backing off after 2 failure(s)"
     ready = plan_tick(state(failed_at + backoff(2), [scanner], rollups, failed))
-    (retry,) = [r for r in ready.requests if r.asset == "sweep"]
+    (retry,) = [r for r in ready.requests if r.asset == "scanner"]
     assert (retry.reason, retry.attempt) == ("retry", 2)
     again = plan_tick(state(failed_at + backoff(2) + timedelta(minutes=5), [scanner], rollups, failed))
-    (later,) = [r for r in again.requests if r.asset == "sweep"]
+    (later,) = [r for r in again.requests if r.asset == "scanner"]
     assert retry.run_key(ready_now := failed_at + backoff(2)) != later.run_key(ready_now + timedelta(minutes=5))
     assert backoff(1) == timedelta(minutes=5) and backoff(10) == timedelta(hours=1)
 
@@ -144,7 +144,7 @@ def test_catch_up_after_a_two_day_outage_is_in_order_and_capped():
     rolled_now = ["rollups:2024-02-25", "rollups:2024-02-26", "rollups:2024-02-27", "rollups:2024-03-03"]
     assert [k for k in keys(plan) if k.startswith("rollups")] == rolled_now
     assert keys(plan)[:4] == rolled_now  # never starved by the catch-up
-    swept_now = [r for r in plan.requests if r.asset == "sweep"]
+    swept_now = [r for r in plan.requests if r.asset == "scanner"]
     assert len(swept_now) == CAP and plan.deferred == 3 * 30 - CAP
     assert [r.day for r in swept_now] == sorted(r.day for r in swept_now)
     assert {r.day for r in swept_now} == {date(2024, 3, 1), date(2024, 3, 2)}  # oldest first
@@ -157,7 +157,7 @@ def test_new_scanners_become_partitions_and_disabled_ones_are_not_swept():
     off = ScannerState("off", False, at("2024-02-01T00:00:00"))
     plan = plan_tick(state(now, [new, off], rollups, known={"off"}))
     assert plan.add_scanner_partitions == ["new"]
-    assert keys(plan) == ["rollups:2024-03-01", "sweep:2024-03-01|new"]
+    assert keys(plan) == ["rollups:2024-03-01", "scanner:2024-03-01|new"]
 
 
 def test_the_plan_depends_on_records_only():
@@ -181,7 +181,7 @@ def _tick_outcome(state_: TickState, plan) -> TickState:
             rollups[r.day] = rolled(now, r.day)
     sweeps = dict(state_.sweeps)
     for r in plan.requests:
-        if r.asset == "sweep":
+        if r.asset == "scanner":
             edge = min(now - SETTLE, datetime.combine(r.day + timedelta(days=1), datetime.min.time(), now.tzinfo))
             sweeps[(r.scanner_id, r.day)] = PartitionState(
                 materialized_at=now, succeeded_as_of=now, frontier=edge, watermark_end=edge, seen_until=now,
@@ -204,7 +204,7 @@ def test_every_open_partition_is_swept_within_a_bounded_number_of_ticks():
     for tick in range(50):
         plan = plan_tick(current, max_requests=CAP)
         for r in plan.requests:
-            if r.asset == "sweep":
+            if r.asset == "scanner":
                 key = (r.scanner_id, r.day)
                 if key in last_swept:
                     gaps.append(tick - last_swept[key])
@@ -237,9 +237,9 @@ def test_a_quota_stopped_partition_of_a_finished_day_is_retried_when_its_team_ha
     out = TickState(now, START, [scanner], {"s"}, rollups, sweeps, teams_out_of_quota=frozenset({7}))
     plan = plan_tick(out)
     assert plan.waiting["2024-03-01|s"] == "team 7 has no observation quota left this month"
-    assert "sweep:2024-03-01|s" not in keys(plan)
+    assert "scanner:2024-03-01|s" not in keys(plan)
     freed = plan_tick(TickState(now, START, [scanner], {"s"}, rollups, sweeps))
-    (retry,) = [r for r in freed.requests if r.asset == "sweep" and r.day == date(2024, 3, 1)]
+    (retry,) = [r for r in freed.requests if r.asset == "scanner" and r.day == date(2024, 3, 1)]
     assert retry.reason == "quota freed"
 
 
@@ -270,7 +270,7 @@ def test_a_backdated_scanner_gets_every_rollup_day_its_first_sweep_reads():
     plan = plan_tick(state(now, [recent], rollups))
     rolled_days = [r.day for r in plan.requests if r.asset == "rollups"]
     assert rolled_days == [date(2024, 3, 5), date(2024, 3, 6), date(2024, 3, 7), date(2024, 3, 8), date(2024, 3, 10)]
-    assert "sweep:2024-03-07|recent" in keys(plan)
+    assert "scanner:2024-03-07|recent" in keys(plan)
     ancient = ScannerState("ancient", True, at("2024-01-20T06:00:00"))
     plan = plan_tick(state(now, [ancient], rollups))
     assert "older than the catch-up window" in plan.waiting["2024-01-18"]
@@ -307,7 +307,7 @@ def test_due_partitions_go_in_batches_by_team_and_retries_alone_only_after_faili
     planned = runs(plan.requests, batches=2)
     singles = [r for r in planned if not isinstance(r, Batch)]
     batches = [r for r in planned if isinstance(r, Batch)]
-    assert [r.partition_key for r in singles if r.asset == "sweep"] == ["2024-03-01|s0"]
+    assert [r.partition_key for r in singles if r.asset == "scanner"] == ["2024-03-01|s0"]
     assert len(batches) == 2
     swept = [key for b in batches for key in b.partitions]
     assert sorted(swept) == sorted(f"2024-03-01|s{n}" for n in range(1, 9))

@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
 ASSETS = ("events", "session_counter_rollups", "scanner_candidate_windows", "observation_batches")
 METADATA_LABELS = ("watermark_end", "watermark_session_id", "frontier", "observed", "summary", "flagged_sessions")
 POSTHOG_URL = "https://posthog.example.test"  # flagged-session previews link to its replays
-SWEEP_TAG = "session_assets/sweep"  # set by the sensor on the runs it requests
+LAUNCHED_BY_TAG = "session_assets/launched_by"  # set by the sensor on the runs it requests
 # Groups are collapsed by default on the global lineage page; `expanded` opens them.
 GRAPH_PATH = "/asset-groups?expanded=global@global:sessions,global@global:scanning"
 # Dagster's "Join the Dagster community" dialog covers the page on localhost until dismissed.
@@ -94,7 +94,7 @@ def test_ui_shows_the_asset_graph_and_a_swept_partitions_metadata(dev, tmp_path)
     # The daemon's first tick of `sweep_sensor` requests rollup runs and a batch run sweeping
     # the (scanner, day) partitions, which the queued run coordinator executes one at a time.
     def sensor_sweeps() -> list[dict]:
-        return [r for r in dev.runs(SWEEP_TAG, "sensor") if any("|" in p for p in r["partitions"])]
+        return [r for r in dev.runs(LAUNCHED_BY_TAG, "sensor") if any("|" in p for p in r["partitions"])]
 
     def materializations(partition: str, limit: int) -> list[dict]:
         found = client._execute(LATEST_MATERIALIZATION % (json.dumps(partition), limit))  # noqa: SLF001
@@ -217,7 +217,7 @@ def test_the_sensor_retries_a_failed_partition_until_it_succeeds_and_a_backfill_
     def partition_runs(status: str | None = None) -> list[dict]:
         dev.alive()
         # Its own runs and the batch runs that swept it among others.
-        runs = [r for r in dev.runs(SWEEP_TAG, "sensor") if partition in r["partitions"]]
+        runs = [r for r in dev.runs(LAUNCHED_BY_TAG, "sensor") if partition in r["partitions"]]
         return [r for r in runs if status is None or r["status"] == status]
 
     wait_until(lambda: partition_runs("SUCCESS"), 480, f"a sensor run of {partition} to succeed", 1.0)

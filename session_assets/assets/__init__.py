@@ -2,6 +2,6 @@
 
 from session_assets.assets.events import events
 from session_assets.assets.rollups import session_counter_rollups
-from session_assets.assets.scanning import scanner_sweep
+from session_assets.assets.scanning import scanner_observations
 
-__all__ = ["events", "scanner_sweep", "session_counter_rollups"]
+__all__ = ["events", "scanner_observations", "session_counter_rollups"]

@@ -8,7 +8,7 @@ import dagster as dg
 from session_assets import settings
 from session_assets.resources import ClickHouseResource
 
-EVENTS_COLUMNS = dg.TableSchema(
+EVENTS_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("uuid", "UUID", description="Event id."),
         dg.TableColumn("event", "String", description="Event name: $pageview, $autocapture, $ai_generation, ..."),
@@ -36,7 +36,7 @@ EVENTS = dg.AssetSpec(
     group_name="sessions",
     owners=["team:data-platform"],
     kinds={"clickhouse"},
-    metadata={"dagster/column_schema": EVENTS_COLUMNS, "dagster/table_name": settings.events_table_name()},
+    metadata={"dagster/column_schema": EVENTS_SCHEMA, "dagster/table_name": settings.events_table_name()},
 )
 
 

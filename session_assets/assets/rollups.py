@@ -27,7 +27,7 @@ LATENCY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes
 # 2,048 characters (browsers' and CDNs' customary URL limit).
 MAX_ENTRY_URL_CHARS = 2048
 
-ROLLUP_COLUMNS = dg.TableSchema(
+ROLLUP_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("team_id", "Int64", description="Owning team."),
         dg.TableColumn("day", "Date", description="UTC day of the events counted in this row."),
@@ -114,7 +114,7 @@ def plan_rollup(
     group_name="sessions",
     owners=["team:data-platform"],
     kinds={"clickhouse"},
-    metadata={"dagster/column_schema": ROLLUP_COLUMNS, "dagster/table_name": f"{settings.clickhouse_database_name()}.session_counter_rollups_v2"},
+    metadata={"dagster/column_schema": ROLLUP_SCHEMA, "dagster/table_name": f"{settings.clickhouse_database_name()}.session_counter_rollups_v2"},
     freshness_policy=LATENCY_FRESHNESS,
 )
 def session_counter_rollups(context: dg.AssetExecutionContext, clickhouse: ClickHouseResource) -> dg.MaterializeResult:

@@ -19,9 +19,9 @@ from pydantic import Field
 
 from session_assets import observations, settings, sql, watermarks
 from session_assets.failpoints import failpoint
-from session_assets.assets.rollups import LATENCY_FRESHNESS, ROLLUP_COLUMNS, read_rollup_records, session_counter_rollups
+from session_assets.assets.rollups import LATENCY_FRESHNESS, ROLLUP_SCHEMA, read_rollup_records, session_counter_rollups
 from session_assets.coverage import coverage, missing_days
-from session_assets.records import RollupRecord, SweepRecord, watermark_of
+from session_assets.records import RollupRecord, ScannerDayRecord, watermark_of
 from session_assets.partitions import (
     daily_partitions_def,
     scanner_day_key,
@@ -37,7 +37,7 @@ from session_assets.scanners import store as scanner_store
 MAX_PAGE_SIZE = 10_000
 
 
-class SweepConfig(dg.Config):
+class ScannerRunConfig(dg.Config):
     """Run configuration of a sweep (the defaults suit production)."""
 
     # Candidates per Postgres transaction and batch object (and chDB's read block):
@@ -64,7 +64,7 @@ CANDIDATE_WINDOW_SCHEMA = dg.TableSchema(
         dg.TableColumn("session_end", "DateTime64(6, 'UTC')", description="Keyset with session_id."),
         dg.TableColumn("duration_s", "Int64"),
         # The session counters the verdict used, as in the rollups.
-        *(column for column in ROLLUP_COLUMNS.columns if column.name in COUNTER_NAMES),
+        *(column for column in ROLLUP_SCHEMA.columns if column.name in COUNTER_NAMES),
         dg.TableColumn("max_inserted_at", "DateTime64(6, 'UTC')", description="Newest inserted_at of the session's events."),
         dg.TableColumn("late", "UInt8", description="Found again because its events arrived late."),
         dg.TableColumn("sampled", "UInt8", description="Passed the scanner's deterministic sample."),
@@ -72,7 +72,7 @@ CANDIDATE_WINDOW_SCHEMA = dg.TableSchema(
         dg.TableColumn("window_as_of", "DateTime64(6, 'UTC')", description="As-of time of that sweep."),
     ]
 )
-OBSERVATION_COLUMNS = dg.TableSchema(
+OBSERVATION_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("id", "bigint"),
         dg.TableColumn("team_id", "bigint"),
@@ -120,7 +120,7 @@ OBSERVATION_COLUMNS = dg.TableSchema(
             group_name="scanning",
             owners=["team:data-platform"],
             kinds={"postgres", "s3"},
-            metadata={"dagster/column_schema": OBSERVATION_COLUMNS, "dagster/table_name": "public.observations"},
+            metadata={"dagster/column_schema": OBSERVATION_SCHEMA, "dagster/table_name": "public.observations"},
             freshness_policy=LATENCY_FRESHNESS,
         ),
     ],
@@ -129,9 +129,9 @@ OBSERVATION_COLUMNS = dg.TableSchema(
     # One quick retry for a blip; a longer outage is the sweep sensor's to retry, with backoff.
     retry_policy=dg.RetryPolicy(max_retries=1, delay=1),
 )
-def scanner_sweep(
+def scanner_observations(
     context: dg.AssetExecutionContext,
-    config: SweepConfig,
+    config: ScannerRunConfig,
     clickhouse: ClickHouseResource,
     postgres: PostgresResource,
     object_store: ObjectStoreResource,
@@ -252,7 +252,7 @@ class SweepOutcome:
         complete = watermarks.is_complete(plan.day, plan.frontier, walk.finished)
         quota_skipped = counts["candidates"] - walk.handled if not walk.finished else 0
         start = plan.start.watermark
-        record = SweepRecord(new_watermark, plan.as_of, plan.frontier, complete, quota_stopped=not walk.finished)
+        record = ScannerDayRecord(new_watermark, plan.as_of, plan.frontier, complete, quota_stopped=not walk.finished)
         shared = {
             **record.to_metadata(),
             "resumed_from": dg.MetadataValue.text(f"{plan.start.source}: {start.end.isoformat()} {start.session_id}".strip()),
@@ -382,7 +382,7 @@ def sweep_plans(
     postgres: PostgresResource,
     object_store: ObjectStoreResource,
     plans: list[SweepPlan],
-    config: SweepConfig,
+    config: ScannerRunConfig,
     retries: int = 0,
 ) -> Iterator[SweepOutcome]:
     """Sweep these partitions, yielding each outcome as soon as its observations are durable:
@@ -562,7 +562,7 @@ def _walk(
     pool: Any,
     object_store: ObjectStoreResource,
     outcome: SweepOutcome,
-    config: SweepConfig,
+    config: ScannerRunConfig,
 ) -> None:
     """Turn one plan's sampled candidates into observations (nothing to read when it has none)."""
     plan = outcome.plan

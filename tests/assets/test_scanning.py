@@ -392,7 +392,7 @@ def test_a_sweep_refuses_a_page_size_out_of_bounds(instance, resources, page_siz
     """Issue #14: `page_size` in run config had no bounds (0, -5 or 10**12 put every candidate
     in one page: one transaction, one object). It must be 1..10_000: anything else fails the
     step as it reads its config, naming page_size, before the sweep does anything."""
-    from session_assets.assets.scanning import MAX_PAGE_SIZE, SweepConfig
+    from session_assets.assets.scanning import MAX_PAGE_SIZE, ScannerRunConfig
 
     add_scanner(instance, resources["postgres"], scanner_id="page-config")
     failed = sweep(instance, resources, "page-config", DAY, at("2024-03-01T12:00:00"), page_size=page_size,
@@ -403,7 +403,7 @@ def test_a_sweep_refuses_a_page_size_out_of_bounds(instance, resources, page_siz
     assert "page_size" in error
     assert "greater than or equal to 1" in error or "less than or equal to 10000" in error
     assert observed(resources["postgres"], "page-config") == {}
-    assert [SweepConfig(page_size=n).page_size for n in (1, MAX_PAGE_SIZE)] == [1, 10_000]
+    assert [ScannerRunConfig(page_size=n).page_size for n in (1, MAX_PAGE_SIZE)] == [1, 10_000]
 
 
 def _store_rows(postgres) -> tuple[int, int]:
@@ -423,7 +423,7 @@ def test_a_candidates_query_past_its_time_limit_fails_its_partitions_naming_the_
     default limit the same partitions sweep."""
     import logging
 
-    from session_assets.assets.scanning import SweepConfig, SweepRecords, plan_sweep, sweep_plans
+    from session_assets.assets.scanning import ScannerRunConfig, SweepRecords, plan_sweep, sweep_plans
     from session_assets.resources import ClickHouseResource
     from session_assets.settings import DEFAULT_CANDIDATE_QUERY_SECONDS
 
@@ -450,7 +450,7 @@ def test_a_candidates_query_past_its_time_limit_fails_its_partitions_naming_the_
     # Both scanners in one shared pass (a batch's): each partition fails naming both.
     records = SweepRecords(instance)
     plans = [plan_sweep(records, f"{DAY}|{s}", store.get(pg.pool(), s), as_of) for s in ("heavy", "light")]
-    outcomes = list(sweep_plans(logging.getLogger("test"), tiny, pg, resources["object_store"], plans, SweepConfig(), retries=1))
+    outcomes = list(sweep_plans(logging.getLogger("test"), tiny, pg, resources["object_store"], plans, ScannerRunConfig(), retries=1))
     assert [(o.plan.scanner.id, str(o.error)) for o in outcomes] == [
         (own, f"the candidates query of scanner {own!r} (team 1, 2024-03-01, in one pass with {other!r}) ran past "
               "its time limit of 1e-06 s (SESSION_ASSETS_CANDIDATE_QUERY_SECONDS) and was stopped; nothing was "

@@ -675,7 +675,7 @@ def test_the_extreme_start_ats_give_a_sweep_window(start_at):
     from session_assets import watermarks
 
     scanner = parse_scanner({"id": "fuzz", "team_id": 1, "name": "n", "kind": "match", "start_at": start_at})
-    # What scanner_sweep computes before it touches a store: its first window.
+    # What scanner_observations computes before it touches a store: its first window.
     day, as_of = date(2024, 3, 1), datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
     for backfill in (False, True):
         start = watermarks.starting_point(day, scanner.start_at, None, None, backfill=backfill)
