@@ -318,12 +318,13 @@ def install_sensor_probe(probe: Probe) -> None:
     probe.patch_module(sensors, "read_tick_state", "read_tick_state")
     probe.patch_module(sweeps, "plan_tick", "plan_tick")
     probe.patch_module(scanner_store, "list_all", "  scanners table (app Postgres)")
-    probe.patch_module(sensors, "_run_states", "  run records (in flight, failed)")
+    probe.patch_module(sensors, "in_flight_runs", "  run records (in flight)")
+    probe.patch_module(tick_state, "_failed_runs", "  run records (failed)")
 
     def partition_label(instance: Any, asset_key: dg.AssetKey, *args: Any, **kwargs: Any) -> str:
         return f"  partition states: {asset_key.to_user_string()}"
 
-    probe.patch_module(sensors, "_partition_states", partition_label)
+    probe.patch_module(tick_state, "_partition_states", partition_label)
 
 
 # --- 1. history -----------------------------------------------------------------------
@@ -602,16 +603,20 @@ def check_history_state(instance: dg.DagsterInstance, pool: Any, scanners: list[
     return problems[:10]
 
 
+def requested_partitions(result: dg.SensorResult) -> list[str]:
+    """Every partition the tick requested: a run's own, and those of batch runs (in their run config)."""
+    keys = [r.partition_key for r in result.run_requests if r.partition_key]
+    ops = [(r.run_config or {}).get("ops", {}).get(scanning_module.OP_NAME, {}) for r in result.run_requests]
+    return keys + [k for op in ops for k in op.get("config", {}).get("partitions", [])]
+
+
 def check_requests(result: dg.SensorResult, scanners: list[Any], today: date, history: str, older_days: int) -> list[str]:
     """What the sensor must request: older days complete -> only today; none -> the missing days too."""
     if datetime.now(UTC).date() != today:
         return []  # the clock passed midnight during the run
-    keys = [r.partition_key for r in result.run_requests if r.partition_key]
+    keys = requested_partitions(result)
     rollups = [k for k in keys if "|" not in k]
-    # Due sweeps go in batch runs (their partitions in the run config), retries alone.
-    batched = [k for r in result.run_requests if r.run_config for k in r.run_config["ops"]["sweep_partitions"]["config"]["partitions"]]
-    sweeps_ = sorted([k for k in keys if "|" in k] + batched)
-    keys += batched
+    sweeps_ = sorted(k for k in keys if "|" in k)
     cap = sweeps.MAX_REQUESTS_PER_TICK
     first = max(daily_partitions_def.start.date(), today - timedelta(days=sweeps.CATCH_UP_DAYS + 1))
     problems = []
@@ -719,10 +724,10 @@ def run_history(admin_url: str, tmp: Path, args: argparse.Namespace) -> bool:
             for problem in problems:
                 say(f"CORRECTNESS: {problem}")
             ok = ok and not problems
-            keys = [r.partition_key for r in result.run_requests]
+            keys = requested_partitions(result)
             say(
-                f"{history}: {len(keys)} run requests ({sum('|' not in k for k in keys)} rollups, "
-                f"{sum('|' in k for k in keys)} sweeps); new Postgres connections per evaluation: "
+                f"{history}: {len(result.run_requests)} run requests ({sum('|' not in k for k in keys)} rollups, "
+                f"{sum('|' in k for k in keys)} scanner partitions); new Postgres connections per evaluation: "
                 f"{median([float(c) for c in connects[history]]):.0f}"
             )
 

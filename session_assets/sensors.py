@@ -15,7 +15,7 @@ from session_assets.batches import BATCH_TAG, batch_run_config, scanner_batch_jo
 from session_assets.partitions import scanner_partitions_def
 from session_assets.resources import PostgresResource
 from session_assets.run_context import AS_OF_TAG
-from session_assets.tick_state import fail_runs_of_gone_workers, read_tick_state
+from session_assets.tick_state import fail_runs_of_gone_workers, in_flight_runs, read_tick_state
 
 # One job per partitions definition: a sensor target may not mix them.
 rollups_job = dg.define_asset_job(
@@ -91,9 +91,11 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int
 )
 def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(timezone.utc)
-    for run_id in fail_runs_of_gone_workers(context.instance):
+    in_flight, failed = fail_runs_of_gone_workers(context.instance, in_flight_runs(context.instance))
+    for run_id in failed:
         context.log.warning(f"run {run_id} failed: the process executing it is gone")
-    plan = sweeps.plan_tick(read_tick_state(context.instance, postgres.pool(), now), retry_backoff=retry_backoff())
+    state = read_tick_state(context.instance, postgres.pool(), now, in_flight)
+    plan = sweeps.plan_tick(state, retry_backoff=retry_backoff())
     for key, why in sorted(plan.waiting.items()):
         context.log.debug(f"{key}: {why}")
     if plan.deferred:

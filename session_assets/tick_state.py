@@ -3,7 +3,8 @@
 The watched days' latest materializations by explicit partition key (each parsed
 once per instance), in-flight and recently failed runs, the scanners table and the
 teams out of quota. Reads only: failing the runs of a vanished worker is
-`fail_runs_of_gone_workers`, which the sensor and the CLI's ticks call first.
+`fail_runs_of_gone_workers`, which the sensor and the CLI's ticks call first, on the
+in-flight runs they then hand to `read_tick_state`.
 """
 
 import dataclasses
@@ -66,21 +67,37 @@ def _worker_gone(run: dg.DagsterRun) -> bool:
         return False
 
 
-def fail_runs_of_gone_workers(instance: dg.DagsterInstance) -> list[str]:
+def in_flight_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """The queued and running runs of partitions: read once a tick, by both steps below."""
+    records = instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000)
+    return [record.dagster_run for record in records if _run_partitions(record.dagster_run)]
+
+
+def fail_runs_of_gone_workers(
+    instance: dg.DagsterInstance, runs: list[dg.DagsterRun]
+) -> tuple[list[dg.DagsterRun], list[str]]:
     """Fail the in-flight runs whose in-process worker is gone, so their partitions are
-    retried (with backoff) instead of waiting for ever. The ids of the runs failed."""
-    failed = []
-    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000):
-        run = record.dagster_run
-        if _run_partitions(run) and _worker_gone(run):
+    retried (with backoff) instead of waiting for ever. The runs still in flight, and the
+    ids of those failed."""
+    alive, failed = [], []
+    for run in runs:
+        if _worker_gone(run):
             instance.report_run_failed(
                 run, f"the process that executed this run ({run.tags[WORKER_TAG]}) is gone: killed mid-run"
             )
             failed.append(run.run_id)
-    return failed
+        else:
+            alive.append(run)
+    return alive, failed
 
 
-def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime) -> sweeps.TickState:
+def read_tick_state(
+    instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime, in_flight: list[dg.DagsterRun] | None = None
+) -> sweeps.TickState:
+    """What `plan_tick` decides from. `in_flight`: the runs `fail_runs_of_gone_workers` left
+    (read here when not given), so a tick reads the in-flight runs once."""
+    if in_flight is None:
+        in_flight = in_flight_runs(instance)
     start = daily_partitions_def.start.date()
     scanners = [
         sweeps.ScannerState(stored.id, stored.enabled, stored.start_at, int(stored.row["team_id"]))
@@ -90,12 +107,13 @@ def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: dat
     sweep_keys = {
         (s.id, d): scanner_day_key(d, s.id) for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
     }
-    in_flight, failures, stopped_batches = _run_states(instance, now)
+    in_flight_keys = {key for run in in_flight for key in _run_partitions(run)}
+    failures, stopped_batches = _failed_runs(instance, now)
     sweep_states = _partition_states(
         instance,
         OBSERVATION_BATCHES,
         sweep_keys,
-        in_flight,
+        in_flight_keys,
         failures,
         _failed_alone_in_batches(instance, sweep_keys.values()),
         stopped_batches,
@@ -111,7 +129,7 @@ def read_tick_state(instance: dg.DagsterInstance, pool: ConnectionPool, now: dat
     rollup_days = sweeps.rollup_days_needed(now, start, scanners, sweep_states)
     rollup_days.update(d for d in [days[0] - timedelta(days=1), *days] if d >= start)
     rollups = _partition_states(
-        instance, session_counter_rollups.key, {d: d.isoformat() for d in sorted(rollup_days)}, in_flight, failures
+        instance, session_counter_rollups.key, {d: d.isoformat() for d in sorted(rollup_days)}, in_flight_keys, failures
     )
     return sweeps.TickState(
         now=now,
@@ -220,18 +238,11 @@ def _parse(record: Any) -> dict[str, Any]:
     }
 
 
-def _run_states(
+def _failed_runs(
     instance: dg.DagsterInstance, now: datetime
-) -> tuple[set[str], dict[str, list[tuple[datetime, bool]]], list[tuple[datetime, list[str]]]]:
-    """Partitions with a queued or running run; failure times per partition (recent, bounded);
-    the failed batch runs (as-of, partitions in the order they sweep them)."""
-    in_flight = set()
-    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1000):
-        run = record.dagster_run
-        keys = _run_partitions(run)
-        if not keys:
-            continue
-        in_flight.update(keys)
+) -> tuple[dict[str, list[tuple[datetime, bool]]], list[tuple[datetime, list[str]]]]:
+    """Failure times per partition (recent, bounded); the failed batch runs (as-of, partitions
+    in the order they sweep them)."""
     failures: dict[str, list[tuple[datetime, bool]]] = defaultdict(list)
     stopped_batches: list[tuple[datetime, list[str]]] = []
     recent = instance.get_run_records(
@@ -260,7 +271,7 @@ def _run_states(
             failures[key].append((failed_at, alone))
         if not alone:
             stopped_batches.append((failed_at, processing_order(keys)))
-    return in_flight, failures, stopped_batches
+    return failures, stopped_batches
 
 
 def _failed_alone_in_batches(instance: dg.DagsterInstance, keys: Any) -> dict[str, set[datetime]]:
