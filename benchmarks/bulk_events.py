@@ -1,6 +1,6 @@
 """Millions of PostHog-shaped events for one UTC day, numpy-vectorised: the benchmarks'
 data (and that of the tests that load a lot). Same event mix and property shapes as
-`session_assets.demo_data.generate_events`, simpler sessions; columns keyed by
+`session_assets.commands.demo_data.generate_events`, simpler sessions; columns keyed by
 `EVENT_COLUMNS`. numpy is a dev dependency: the code location never imports this."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from session_assets.demo_data import (  # the shapes both generators share
+from session_assets.commands.demo_data import (  # the shapes both generators share
     _AI_MODELS,
     _AI_MODEL_WEIGHTS,
     _ALL_PATHS,

@@ -121,16 +121,19 @@ from dagster_aws.s3 import S3Resource  # noqa: E402
 
 from benchmarks.bulk_events import generate_bulk_events  # noqa: E402
 from benchmarks.rollups import insert_chunked, insertable  # noqa: E402
-from session_assets import clickhouse as ch  # noqa: E402
-from session_assets import observations, sensors, sql, stack, sweeps, tick_state, watermarks  # noqa: E402
-from session_assets.ticks import execute_tick  # noqa: E402
-from session_assets import postgres as pg  # noqa: E402
+from session_assets.stores import clickhouse as ch  # noqa: E402
+from session_assets.core import observations, tick_plan, watermarks  # noqa: E402
+from session_assets import sensors, tick_state
+from session_assets.stores import sql
+from session_assets.commands import stack
+from session_assets.commands.ticks import execute_tick  # noqa: E402
+from session_assets.stores import postgres as pg  # noqa: E402
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES, SweepPlan, candidates_statement  # noqa: E402
-from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
+from session_assets.core.days import SETTLE, day_end, day_start  # noqa: E402
 from session_assets.definitions import build_definitions  # noqa: E402
-from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
+from session_assets.stores.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, object_store_for, PostgresResource  # noqa: E402
-from session_assets.run_context import AS_OF_TAG  # noqa: E402
+from session_assets.core.run_context import AS_OF_TAG  # noqa: E402
 from session_assets.scanners import compile_filter, parse_scanner  # noqa: E402
 from session_assets.scanners import store as scanner_store  # noqa: E402
 from session_assets.settings import DAGSTER_POSTGRES_URL_VAR, DEFAULT_START_DATE, MAX_CONCURRENT_RUNS_VAR, START_DATE_VAR  # noqa: E402
@@ -544,7 +547,7 @@ def prepare(s: Stack, t: Throughput) -> None:
     warm = make_scanners(t.scanners, t.teams, day_start(t.day), f"{t.label}-warm")
     for scanner in warm:
         scanner_store.save(s.pool, scanner)
-    plan = sweeps.plan_tick(tick_state.read_tick_state(s.instance, s.pool, t.as_of))
+    plan = tick_plan.plan_tick(tick_state.read_tick_state(s.instance, s.pool, t.as_of))
     days = sorted(r.day for r in plan.requests if r.asset == "rollups" and r.day <= t.day)
     rollup_s = run_rollups(s, days, t.as_of)
     t.sessions = s.client.query(

@@ -184,7 +184,7 @@ class Postgres:
     """One pgserver; a fresh database per measurement."""
 
     def __init__(self, data_dir: Path) -> None:
-        from session_assets import postgres
+        from session_assets.stores import postgres
 
         self.data_dir = data_dir
         self.admin_url = postgres.embedded_server_url(data_dir, database="postgres")
@@ -196,7 +196,7 @@ class Postgres:
             return conn.execute("SHOW server_version").fetchone()[0]
 
     def fresh(self, prefix: str) -> tuple[str, str]:
-        from session_assets import postgres
+        from session_assets.stores import postgres
 
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         postgres.ensure_database(self.admin_url, name)
@@ -218,7 +218,7 @@ class Postgres:
 
 def schema_pool(url: str) -> Any:
     """The pool `PostgresResource.pool()` would give, migrated explicitly (see the report)."""
-    from session_assets import postgres
+    from session_assets.stores import postgres
 
     postgres.migrate(url)
     return postgres.get_pool(url)
@@ -235,7 +235,8 @@ def run_asset_path(pg: Postgres, rows: list[tuple], objects_root: Path, label: s
     """`observations.walk` over `rows` on a fresh database: (seconds, correctness errors)."""
     from dagster_aws.s3 import S3Resource
 
-    from session_assets import observations, postgres
+    from session_assets.core import observations
+    from session_assets.stores import postgres
     from session_assets.resources import object_store_for
 
     name, url = pg.fresh(label)
@@ -272,7 +273,7 @@ def naive_params(rows: list[tuple], scanner: Any) -> list[tuple]:
     """Each observation's INSERT parameters, exactly the values the asset writes."""
     from psycopg.types.json import Jsonb
 
-    from session_assets import observations
+    from session_assets.core import observations
     from session_assets.scanners import get_kind
 
     kind, rule = get_kind(scanner.kind), scanner.parsed_rule
@@ -290,7 +291,7 @@ def run_naive(pg: Postgres, rows: list[tuple], label: str, *, autocommit: bool =
     """One INSERT per row on one psycopg connection: (seconds, correctness errors)."""
     import psycopg
 
-    from session_assets import postgres
+    from session_assets.stores import postgres
 
     name, url = pg.fresh(label)
     try:
@@ -388,7 +389,7 @@ FROM numbers({n:UInt64})
 
 def child_setup(chdb_path: Path, n: int) -> dict[str, Any]:
     """Load `n` settled sessions of DAY into the rollup table (its own process)."""
-    from session_assets import clickhouse as ch
+    from session_assets.stores import clickhouse as ch
     from session_assets.resources import ClickHouseResource
 
     res = ClickHouseResource(url=f"chdb://{chdb_path}", database="bench_obs")
@@ -441,9 +442,9 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
     import dagster as dg
     from dagster_aws.s3 import S3Resource
 
-    from session_assets import clickhouse as ch
-    from session_assets import observations
-    from session_assets import postgres as pg
+    from session_assets.stores import clickhouse as ch
+    from session_assets.core import observations
+    from session_assets.stores import postgres as pg
     from session_assets.assets import scanner_observations, session_counter_rollups
     from session_assets.checks import (
         no_session_behind_watermark_unobserved,
@@ -453,7 +454,7 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
     )
     from session_assets.partitions import scanner_partitions_def
     from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource
-    from session_assets.run_context import AS_OF_TAG
+    from session_assets.core.run_context import AS_OF_TAG
 
     rss_imported = rss_bytes()
     resources = {
@@ -756,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"load average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        from session_assets import postgres
+        from session_assets.stores import postgres
 
         postgres.close_pools()
         if pg is not None:

@@ -54,16 +54,16 @@ if __package__ in (None, ""):  # `python benchmarks/rollups.py`: make the checko
 import dagster as dg  # noqa: E402
 import numpy as np  # noqa: E402
 
-from session_assets import clickhouse as ch  # noqa: E402
-from session_assets import sql  # noqa: E402
+from session_assets.stores import clickhouse as ch  # noqa: E402
+from session_assets.stores import sql  # noqa: E402
 from session_assets.assets.events import events  # noqa: E402
 from session_assets.assets.rollups import day_start, rollup_params, session_counter_rollups  # noqa: E402
-from session_assets.coverage import LATE_HORIZON_DAYS, VISIBILITY_LAG as INCREMENTAL_OVERLAP  # noqa: E402
+from session_assets.core.coverage import LATE_HORIZON_DAYS, VISIBILITY_LAG as INCREMENTAL_OVERLAP  # noqa: E402
 from benchmarks.bulk_events import generate_bulk_events, uuid_bytes_to_strings  # noqa: E402
-from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
+from session_assets.stores.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.partitions import daily_partitions_def  # noqa: E402
 from session_assets.resources import ClickHouseResource  # noqa: E402
-from session_assets.run_context import AS_OF_TAG, BACKFILL_TAG, latest_materialization  # noqa: E402
+from session_assets.core.run_context import AS_OF_TAG, BACKFILL_TAG, latest_materialization  # noqa: E402
 
 UTC = timezone.utc
 DAY = date(2025, 1, 15)

@@ -47,10 +47,12 @@ sys.path.insert(0, str(REPO))
 
 import dagster as dg  # noqa: E402
 
-from session_assets import clickhouse, demo, demo_data, settings  # noqa: E402
-from session_assets.events_io import insert_events  # noqa: E402
+from session_assets.stores import clickhouse  # noqa: E402
+from session_assets.commands import demo, demo_data
+from session_assets import settings
+from session_assets.stores.events_io import insert_events  # noqa: E402
 from session_assets.partitions import scanner_partitions_def  # noqa: E402
-from session_assets.run_context import AS_OF_TAG  # noqa: E402
+from session_assets.core.run_context import AS_OF_TAG  # noqa: E402
 from session_assets.scanners import parse_scanner  # noqa: E402
 from session_assets.scanners import store as scanner_store  # noqa: E402
 
@@ -118,7 +120,7 @@ def tree_cpu(home: Path) -> tuple[float, float]:
 
 def prepare(home: Path, count: int, now: datetime) -> None:
     """The stack, the events, the scanners and the rollups, as `dev` finds them on a first start."""
-    from session_assets import stack as stack_module
+    from session_assets.commands import stack as stack_module
     from session_assets.definitions import build_definitions
     from session_assets.resources import build_resources
 

@@ -147,22 +147,24 @@ from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata, StepMa
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID  # noqa: E402
 from dagster_aws.s3 import S3Resource  # noqa: E402
 
-from session_assets import clickhouse as ch  # noqa: E402
-from session_assets import demo_data, sensors, stack, sweeps, tick_state, ticks  # noqa: E402
-from session_assets import postgres as pg  # noqa: E402
+from session_assets.stores import clickhouse as ch  # noqa: E402
+from session_assets.commands import demo_data, stack, ticks  # noqa: E402
+from session_assets import sensors, tick_state
+from session_assets.core import tick_plan
+from session_assets.stores import postgres as pg  # noqa: E402
 from session_assets.assets import session_counter_rollups  # noqa: E402
 from session_assets.assets import rollups as rollups_module  # noqa: E402
 from session_assets import batches as scanning_module  # noqa: E402 - the batch body brackets its own time (started, then the log line)
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES  # noqa: E402
-from session_assets.days import SETTLE, day_end, day_start  # noqa: E402
+from session_assets.core.days import SETTLE, day_end, day_start  # noqa: E402
 from session_assets.definitions import build_definitions  # noqa: E402
-from session_assets.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
+from session_assets.stores.events_io import EVENT_COLUMNS, insert_events  # noqa: E402
 from session_assets.partitions import daily_partitions_def, scanner_partitions_def  # noqa: E402
 from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource  # noqa: E402
 from session_assets.scanners import parse_scanner  # noqa: E402
 from session_assets.scanners import store as scanner_store  # noqa: E402
 from session_assets.settings import DAGSTER_POSTGRES_URL_VAR, MAX_CONCURRENT_RUNS_VAR  # noqa: E402
-from session_assets.watermarks import frontier as sweep_frontier  # noqa: E402
+from session_assets.core.watermarks import frontier as sweep_frontier  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 UTC = timezone.utc
@@ -316,7 +318,7 @@ class Probe:
 
 def install_sensor_probe(probe: Probe) -> None:
     probe.patch_module(sensors, "read_tick_state", "read_tick_state")
-    probe.patch_module(sweeps, "plan_tick", "plan_tick")
+    probe.patch_module(tick_plan, "plan_tick", "plan_tick")
     probe.patch_module(scanner_store, "list_all", "  scanners table (app Postgres)")
     probe.patch_module(sensors, "in_flight_runs", "  run records (in flight)")
     probe.patch_module(tick_state, "_failed_runs", "  run records (failed)")
@@ -595,7 +597,7 @@ def check_history_state(instance: dg.DagsterInstance, pool: Any, scanners: list[
                 problems.append(f"{label}: ({sid}, {day}) should be complete at the day end: {part}")
         elif part.materialized_at is not None:
             problems.append(f"{label}: ({sid}, {day}) should have no materialization: {part}")
-    if len(state.sweeps) != len(scanners) * len(sweeps.watched_days(now, daily_partitions_def.start.date())):
+    if len(state.sweeps) != len(scanners) * len(tick_plan.watched_days(now, daily_partitions_def.start.date())):
         problems.append(f"{label}: {len(state.sweeps)} sweep partitions read")
     rollup = state.rollups.get(today)
     if rollup is None or rollup.covered_until is None or rollup.complete:
@@ -617,10 +619,10 @@ def check_requests(result: dg.SensorResult, scanners: list[Any], today: date, hi
     keys = requested_partitions(result)
     rollups = [k for k in keys if "|" not in k]
     sweeps_ = sorted(k for k in keys if "|" in k)
-    cap = sweeps.MAX_REQUESTS_PER_TICK
-    first = max(daily_partitions_def.start.date(), today - timedelta(days=sweeps.CATCH_UP_DAYS + 1))
+    cap = tick_plan.MAX_REQUESTS_PER_TICK
+    first = max(daily_partitions_def.start.date(), today - timedelta(days=tick_plan.CATCH_UP_DAYS + 1))
     problems = []
-    if older_days > sweeps.CATCH_UP_DAYS:  # every watched day before today is complete
+    if older_days > tick_plan.CATCH_UP_DAYS:  # every watched day before today is complete
         expected = sorted(f"{today.isoformat()}|{s.id}" for s in scanners)[:cap]
         expected_rollups = [today.isoformat()]
     else:
@@ -645,7 +647,7 @@ def run_history(admin_url: str, tmp: Path, args: argparse.Namespace) -> bool:
     today = now.date()
     start = max(daily_partitions_def.start.date(), today - timedelta(days=args.days))
     older_days = (today - start).days
-    window_days = min(older_days, sweeps.CATCH_UP_DAYS + 1)  # every partition the sensor reads
+    window_days = min(older_days, tick_plan.CATCH_UP_DAYS + 1)  # every partition the sensor reads
     scanners = history_scanners(args.scanners, day_start(start))
     app_url = new_app_database(admin_url, "history_app")
     resources = stack_resources(f"chdb://{tmp / 'clickhouse-unused'}", "unused", app_url, tmp / "objects-unused")
@@ -655,8 +657,8 @@ def run_history(admin_url: str, tmp: Path, args: argparse.Namespace) -> bool:
         scanner_store.save(pool, scanner)
     say(
         f"{len(scanners)} scanners (match, start {start}), today {today} (UTC), older days in the 1-year history: "
-        f"{older_days}; each evaluation reads {len(sweeps.watched_days(now, start))} days x {len(scanners)} sweep "
-        f"partitions and {len(sweeps.watched_days(now, start)) + 1} rollup days"
+        f"{older_days}; each evaluation reads {len(tick_plan.watched_days(now, start))} days x {len(scanners)} sweep "
+        f"partitions and {len(tick_plan.watched_days(now, start)) + 1} rollup days"
     )
 
     rate = probe_runless_rate(admin_url, tmp)
@@ -1169,8 +1171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scanners < 1 or args.evaluations < 1 or args.tick_scanners < 1 or args.ticks < 1:
         parser.error("sizes must be >= 1")
-    if args.days < sweeps.CATCH_UP_DAYS + 2:
-        parser.error(f"--days must be >= {sweeps.CATCH_UP_DAYS + 2}: longer than the window the sensor watches")
+    if args.days < tick_plan.CATCH_UP_DAYS + 2:
+        parser.error(f"--days must be >= {tick_plan.CATCH_UP_DAYS + 2}: longer than the window the sensor watches")
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
     sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", _count_connect)

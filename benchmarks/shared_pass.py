@@ -30,9 +30,10 @@ import dagster as dg  # noqa: E402
 
 from benchmarks.rollups import insertable  # noqa: E402
 from benchmarks.scale import FILTERS, say, verdict  # noqa: E402
-from session_assets import demo, demo_data, settings  # noqa: E402
+from session_assets.commands import demo, demo_data  # noqa: E402
+from session_assets import settings
 from session_assets.assets.scanning import MAX_SCANNERS_PER_PASS, SweepRecords, _candidates_pass, plan_sweep  # noqa: E402
-from session_assets.events_io import insert_events  # noqa: E402
+from session_assets.stores.events_io import insert_events  # noqa: E402
 from session_assets.partitions import scanner_partitions_def  # noqa: E402
 from session_assets.scanners import parse_scanner  # noqa: E402
 from session_assets.scanners import store as scanner_store  # noqa: E402
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shared-pass-") as tmp:
         os.environ[settings.HOME_VAR] = tmp
         os.environ.pop("DAGSTER_HOME", None)
-        from session_assets import stack
+        from session_assets.commands import stack
         from session_assets.definitions import build_definitions
         from session_assets.resources import build_resources
 

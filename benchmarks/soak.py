@@ -49,9 +49,11 @@ import dagster as dg  # noqa: E402
 import psycopg  # noqa: E402
 
 from benchmarks.scale import FINISHED, TEAMS, say, scanners, tick_figures, tick_runs, tree_cpu  # noqa: E402
-from session_assets import clickhouse, demo, demo_data, settings  # noqa: E402
-from session_assets.days import SETTLE  # noqa: E402
-from session_assets.events_io import insert_events  # noqa: E402
+from session_assets.stores import clickhouse  # noqa: E402
+from session_assets.commands import demo, demo_data
+from session_assets import settings
+from session_assets.core.days import SETTLE  # noqa: E402
+from session_assets.stores.events_io import insert_events  # noqa: E402
 from session_assets.partitions import scanner_partitions_def  # noqa: E402
 from session_assets.scanners import parse_scanner  # noqa: E402
 from session_assets.scanners import store as scanner_store  # noqa: E402
@@ -102,7 +104,7 @@ class Feed:
 
 
 def prepare(home: Path, count: int, start: datetime, minutes: float) -> tuple[dict[str, Any], Feed, list[str]]:
-    from session_assets import stack as stack_module
+    from session_assets.commands import stack as stack_module
     from session_assets.definitions import build_definitions
     from session_assets.resources import build_resources
 

@@ -33,10 +33,14 @@ from session_assets.assets.scanning import (
     sweep_plans,
 )
 from session_assets.checks import batch_check_results
-from session_assets.failpoints import failpoint
+from session_assets.core.failpoints import failpoint
+from session_assets.core.run_context import BadRunTag, parse_as_of
 from session_assets.partitions import scanner_day_partition_key, split_scanner_day_key
-from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.run_context import BadRunTag, parse_as_of
+from session_assets.resources import (
+    ClickHouseResource,
+    ObjectStoreResource,
+    PostgresResource,
+)
 from session_assets.scanners import ScannerError
 from session_assets.scanners import store as scanner_store
 

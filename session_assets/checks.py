@@ -10,17 +10,22 @@ from typing import Any
 
 import dagster as dg
 
-from session_assets import records, sql
 from session_assets.assets.rollups import session_counter_rollups
-from session_assets.coverage import VISIBILITY_LAG
-from session_assets.days import day_start
 from session_assets.assets.scanning import OBSERVATION_BATCHES
-from session_assets.partitions import daily_partitions_def, scanner_day_partitions_def, split_scanner_day_key
+from session_assets.core import records
+from session_assets.core.coverage import VISIBILITY_LAG
+from session_assets.core.days import day_start
+from session_assets.core.run_context import latest_materialization, metadata_time
+from session_assets.core.watermarks import LOOKBACK
+from session_assets.partitions import (
+    daily_partitions_def,
+    scanner_day_partitions_def,
+    split_scanner_day_key,
+)
 from session_assets.resources import ClickHouseResource, PostgresResource
 from session_assets.scanners import ScannerError, compile_filter
 from session_assets.scanners import store as scanner_store
-from session_assets.run_context import latest_materialization, metadata_time
-from session_assets.watermarks import LOOKBACK
+from session_assets.stores import sql
 
 
 def rollup_check_scope(materialized_by_this_run: bool, mode: str, complete: bool, was_complete: bool) -> str:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-import unicodedata
 import subprocess
 import sys
 import time
+import unicodedata
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from session_assets.clickhouse import ClickHouseUnavailable
-from session_assets.postgres import PostgresUnavailable, SchemaNotReady
-from session_assets.clickhouse import SchemaNotReady as ClickHouseSchemaNotReady
+from session_assets.stores.clickhouse import ClickHouseUnavailable
+from session_assets.stores.clickhouse import SchemaNotReady as ClickHouseSchemaNotReady
+from session_assets.stores.postgres import PostgresUnavailable, SchemaNotReady
 
 console = Console()
 if not console.is_terminal:
@@ -76,7 +76,7 @@ def main() -> None:
 
 
 def _stack_and_resources():
-    from session_assets import stack as stack_module
+    from session_assets.commands import stack as stack_module
     from session_assets.resources import build_resources
 
     stack = stack_module.bring_up()
@@ -90,7 +90,7 @@ def _prepare_stores(stack, resources) -> None:
     For `migrate`, and for `dev`, `up` and `demo`, which start a stack of their own. On an
     up-to-date database the Postgres part only reads, so a role without DDL rights passes.
     """
-    from session_assets import postgres
+    from session_assets.stores import postgres
 
     resources["clickhouse"].migrate()
     postgres.migrate(stack.app_postgres_url)
@@ -105,12 +105,13 @@ def _prepare_stores(stack, resources) -> None:
 )  # fmt: skip
 def dev(days: int, port: int, host: str) -> None:
     """Start the embedded stack and `dg dev` (UI and daemon) against it."""
-    from session_assets import clickhouse, demo, settings
-    from session_assets import stack as stack_module
-
     import dagster as dg
 
+    from session_assets import settings
+    from session_assets.commands import demo
+    from session_assets.commands import stack as stack_module
     from session_assets.definitions import build_definitions
+    from session_assets.stores import clickhouse
 
     stack, resources = _stack_and_resources()
     _prepare_stores(stack, resources)
@@ -187,8 +188,8 @@ def demo(days: int) -> None:
     """Headless: load demo data, materialize every day so far, print a summary."""
     import dagster as dg
 
-    from session_assets import demo as demo_module
     from session_assets import settings
+    from session_assets.commands import demo as demo_module
     from session_assets.definitions import build_definitions
     from session_assets.partitions import scanner_partitions_def
 
@@ -234,7 +235,7 @@ def demo(days: int) -> None:
 @click.option("--team-id", type=click.IntRange(min=1), default=None, help="Team of rows that carry none (a row's own team_id wins).")
 def load_events(path: Path, fmt: str | None, team_id: int | None) -> None:
     """Load a PostHog JSONL export or a CSV of events into the events table."""
-    from session_assets.loader import load_events_file
+    from session_assets.commands.loader import load_events_file
     from session_assets.resources import build_resources
 
     clickhouse = build_resources(deferred=False)["clickhouse"]
@@ -272,8 +273,7 @@ def scanners_add(path: Path) -> None:
     import dagster as dg
 
     from session_assets.partitions import scanner_partitions_def
-    from session_assets.scanners import load_scanners
-    from session_assets.scanners import store
+    from session_assets.scanners import load_scanners, store
 
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -309,10 +309,9 @@ def scanners_list() -> None:
 @click.option("--from-now", is_flag=True, help="Skip what happened while disabled: restart at now - settle.")
 def scanners_enable(scanner_id: str, from_now: bool) -> None:
     """Enable a scanner; by default it resumes from its watermark."""
-    from session_assets.days import SETTLE
+    from session_assets.commands.demo import utc_now
+    from session_assets.core.days import SETTLE
     from session_assets.scanners import store
-
-    from session_assets.demo import utc_now
 
     start_at = utc_now() - SETTLE if from_now else None
     store.set_enabled(_scanner_pool(), scanner_id, True, start_at)
@@ -348,9 +347,9 @@ def sweep(now_text: str | None, scanner_id: str | None) -> None:
 
     import dagster as dg
 
+    from session_assets.commands.ticks import execute_tick
+    from session_assets.core.run_context import not_in_the_future
     from session_assets.definitions import build_definitions
-    from session_assets.run_context import not_in_the_future
-    from session_assets.ticks import execute_tick
 
     now = not_in_the_future(_parse_now(now_text), f"--now {now_text}") if now_text else _parse_now(None)
     _, resources = _stack_and_resources()
@@ -373,7 +372,7 @@ def backfill(scanner_id: str, start: datetime, end: datetime, wait: bool) -> Non
 
     import dagster as dg
 
-    from session_assets import backfills
+    from session_assets.commands import backfills
 
     _stack_and_resources()
     with dg.DagsterInstance.get() as instance:
@@ -405,7 +404,7 @@ def status(as_json: bool, now_text: str | None) -> None:
 
     import dagster as dg
 
-    from session_assets.ticks import status_report
+    from session_assets.commands.ticks import status_report
 
     now = _parse_now(now_text)
     _, resources = _stack_and_resources()
@@ -439,7 +438,7 @@ def _short(value: str | None) -> str:
 def _parse_now(text: str | None) -> datetime:
     if not text:
         return datetime.now(timezone.utc)
-    from session_assets.run_context import parse_utc
+    from session_assets.core.run_context import parse_utc
 
     try:
         return parse_utc(text)
@@ -473,7 +472,7 @@ def up() -> None:
     import shlex
     import threading
 
-    from session_assets import clickhouse
+    from session_assets.stores import clickhouse
 
     stack, resources = _stack_and_resources()
     _prepare_stores(stack, resources)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from session_assets.assets import events, scanner_observations, session_counter_rollups
+from session_assets.batches import scanner_batch_job
 from session_assets.checks import (
     no_session_behind_watermark_unobserved,
     observations_behind_watermark,
@@ -11,7 +12,6 @@ from session_assets.checks import (
     watermark_never_moves_backwards,
 )
 from session_assets.resources import build_resources
-from session_assets.batches import scanner_batch_job
 from session_assets.sensors import rollups_job, scanner_partition_job, sweep_sensor
 
 

@@ -13,7 +13,8 @@ from clickhouse_connect.driver.query import QueryResult
 from dagster_aws.s3 import S3Resource
 from psycopg_pool import ConnectionPool
 
-from session_assets import clickhouse, postgres, settings, sql
+from session_assets import settings
+from session_assets.stores import clickhouse, postgres, sql
 
 
 def _env_or(name: str, default: str) -> Any:

@@ -2,20 +2,25 @@
 
 A thin wrapper: `tick_state.read_tick_state` reads bounded sets of records (it never
 opens ClickHouse: in embedded mode a run may be holding chDB) and the pure
-`sweeps.plan_tick` decides; this module turns the plan into run requests.
+`tick_plan.plan_tick` decides; this module turns the plan into run requests.
 """
 
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from session_assets import settings, sweeps
+from session_assets import settings
 from session_assets.assets import scanner_observations, session_counter_rollups
 from session_assets.batches import BATCH_TAG, batch_run_config, scanner_batch_job
+from session_assets.core import tick_plan
+from session_assets.core.run_context import AS_OF_TAG
 from session_assets.partitions import scanner_partitions_def
 from session_assets.resources import PostgresResource
-from session_assets.run_context import AS_OF_TAG
-from session_assets.tick_state import fail_runs_of_gone_workers, in_flight_runs, read_tick_state
+from session_assets.tick_state import (
+    fail_runs_of_gone_workers,
+    in_flight_runs,
+    read_tick_state,
+)
 
 # One job per partitions definition: a sensor target may not mix them.
 rollups_job = dg.define_asset_job(
@@ -37,7 +42,7 @@ MAX_RUNTIME_SECONDS = 3600  # a sweep of one (scanner, day) takes seconds to min
 
 def retry_backoff() -> timedelta:
     """The first retry delay of a failed partition (doubling after), from the environment."""
-    return timedelta(seconds=settings.seconds_setting(settings.RETRY_BACKOFF_VAR, int(sweeps.RETRY_BACKOFF_BASE.total_seconds())))
+    return timedelta(seconds=settings.seconds_setting(settings.RETRY_BACKOFF_VAR, int(tick_plan.RETRY_BACKOFF_BASE.total_seconds())))
 
 
 def batches_per_tick() -> int:
@@ -45,17 +50,17 @@ def batches_per_tick() -> int:
     return settings.seconds_setting(settings.MAX_CONCURRENT_RUNS_VAR, 1)
 
 
-def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int = 1) -> list[dg.RunRequest]:
+def run_requests(plan: tick_plan.TickPlan, now: datetime, source: str, batches: int = 1) -> list[dg.RunRequest]:
     requests = []
-    for run in sweeps.runs(plan.requests, batches):
+    for run in tick_plan.runs(plan.requests, batches):
         tags = {
             AS_OF_TAG: now.isoformat(),
-            sweeps.LAUNCHED_BY_TAG: source,
+            tick_plan.LAUNCHED_BY_TAG: source,
             # The default run launcher cannot see a killed run worker: run monitoring
             # fails a run still going after this long, and the next tick retries it.
             MAX_RUNTIME_TAG: str(MAX_RUNTIME_SECONDS),
         }
-        if isinstance(run, sweeps.Batch):
+        if isinstance(run, tick_plan.Batch):
             requests.append(
                 dg.RunRequest(
                     run_key=run.run_key(now),
@@ -70,7 +75,7 @@ def run_requests(plan: sweeps.TickPlan, now: datetime, source: str, batches: int
                 run_key=run.run_key(now),
                 job_name=rollups_job.name if run.asset == "rollups" else scanner_partition_job.name,
                 partition_key=run.partition_key,
-                tags={**tags, sweeps.ATTEMPT_TAG: str(run.attempt)},
+                tags={**tags, tick_plan.ATTEMPT_TAG: str(run.attempt)},
             )
         )
     return requests
@@ -95,11 +100,11 @@ def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource
     for run_id in failed:
         context.log.warning(f"run {run_id} failed: the process executing it is gone")
     state = read_tick_state(context.instance, postgres.pool(), now, in_flight)
-    plan = sweeps.plan_tick(state, retry_backoff=retry_backoff())
+    plan = tick_plan.plan_tick(state, retry_backoff=retry_backoff())
     for key, why in sorted(plan.waiting.items()):
         context.log.debug(f"{key}: {why}")
     if plan.deferred:
-        context.log.info(f"{plan.deferred} partitions wait for the next tick (cap {sweeps.MAX_REQUESTS_PER_TICK})")
+        context.log.info(f"{plan.deferred} partitions wait for the next tick (cap {tick_plan.MAX_REQUESTS_PER_TICK})")
     ticks = int(context.cursor or 0) + 1
     return dg.SensorResult(
         run_requests=run_requests(plan, now, "sensor", batches_per_tick()),

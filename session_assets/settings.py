@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
-from session_assets.secrets import redact
+from session_assets.stores.secrets import redact
 
 HOME_VAR = "SESSION_ASSETS_HOME"
 CLICKHOUSE_URL_VAR = "SESSION_ASSETS_CLICKHOUSE_URL"

@@ -1,4 +1,4 @@
-"""What a tick knows: the records `sweeps.plan_tick` decides from, read in bounded sets.
+"""What a tick knows: the records `tick_plan.plan_tick` decides from, read in bounded sets.
 
 The watched days' latest materializations by explicit partition key (each parsed
 once per instance), in-flight and recently failed runs, the scanners table and the
@@ -18,15 +18,25 @@ import dagster as dg
 import psutil
 from psycopg_pool import ConnectionPool
 
-from session_assets import sql, sweeps
 from session_assets.assets import session_counter_rollups
 from session_assets.assets.scanning import OBSERVATION_BATCHES, earlier_watermark
-from session_assets.batches import FAILURE_KEY, batch_partitions, crash_suspect, processing_order
-from session_assets.observations import quota_period
-from session_assets.partitions import daily_partitions_def, scanner_day_key, scanner_partitions_def
-from session_assets.records import RollupRecord, ScannerDayRecord
-from session_assets.run_context import AS_OF_TAG, metadata_time
+from session_assets.batches import (
+    FAILURE_KEY,
+    batch_partitions,
+    crash_suspect,
+    processing_order,
+)
+from session_assets.core import tick_plan
+from session_assets.core.observations import quota_period
+from session_assets.core.records import RollupRecord, ScannerDayRecord
+from session_assets.core.run_context import AS_OF_TAG, metadata_time
+from session_assets.partitions import (
+    daily_partitions_def,
+    scanner_day_key,
+    scanner_partitions_def,
+)
 from session_assets.scanners import store as scanner_store
+from session_assets.stores import sql
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -93,19 +103,19 @@ def fail_runs_of_gone_workers(
 
 def read_tick_state(
     instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime, in_flight: list[dg.DagsterRun] | None = None
-) -> sweeps.TickState:
+) -> tick_plan.TickState:
     """What `plan_tick` decides from. `in_flight`: the runs `fail_runs_of_gone_workers` left
     (read here when not given), so a tick reads the in-flight runs once."""
     if in_flight is None:
         in_flight = in_flight_runs(instance)
     start = daily_partitions_def.start.date()
     scanners = [
-        sweeps.ScannerState(stored.id, stored.enabled, stored.start_at, int(stored.row["team_id"]))
+        tick_plan.ScannerState(stored.id, stored.enabled, stored.start_at, int(stored.row["team_id"]))
         for stored in scanner_store.list_all(pool)
     ]
-    days = sweeps.watched_days(now, start)
+    days = tick_plan.watched_days(now, start)
     sweep_keys = {
-        (s.id, d): scanner_day_key(d, s.id) for s in scanners if s.enabled for d in sweeps.scanner_days(s, now, start)
+        (s.id, d): scanner_day_key(d, s.id) for s in scanners if s.enabled for d in tick_plan.scanner_days(s, now, start)
     }
     in_flight_keys = {key for run in in_flight for key in _run_partitions(run)}
     failures, stopped_batches = _failed_runs(instance, now)
@@ -120,18 +130,18 @@ def read_tick_state(
     )
     # A scanner with no watermark in the watched days resumes from its last one before them.
     for n, s in enumerate(scanners):
-        if s.enabled and not any(sweep_states[(s.id, d)].watermark for d in sweeps.scanner_days(s, now, start)):
-            first = min(sweeps.scanner_days(s, now, start), default=now.date())
+        if s.enabled and not any(sweep_states[(s.id, d)].watermark for d in tick_plan.scanner_days(s, now, start)):
+            first = min(tick_plan.scanner_days(s, now, start), default=now.date())
             resume = earlier_watermark(instance, s.id, s.start_at.date(), first)
             if resume is not None:
                 scanners[n] = dataclasses.replace(s, resume_from=resume)
     # The rollup days the watched partitions' next sweeps read, and the watched days (and the one before).
-    rollup_days = sweeps.rollup_days_needed(now, start, scanners, sweep_states)
+    rollup_days = tick_plan.rollup_days_needed(now, start, scanners, sweep_states)
     rollup_days.update(d for d in [days[0] - timedelta(days=1), *days] if d >= start)
     rollups = _partition_states(
         instance, session_counter_rollups.key, {d: d.isoformat() for d in sorted(rollup_days)}, in_flight_keys, failures
     )
-    return sweeps.TickState(
+    return tick_plan.TickState(
         now=now,
         start_date=start,
         scanners=scanners,
@@ -156,7 +166,7 @@ def _partition_states(
     failures: dict[str, list[tuple[datetime, bool]]],
     alone_at: dict[str, set[datetime]] | None = None,
     stopped_batches: list[tuple[datetime, list[str]]] = (),
-) -> dict[Any, sweeps.PartitionState]:
+) -> dict[Any, tick_plan.PartitionState]:
     latest_ids = instance.get_latest_storage_id_by_partition(
         asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys.values())
     )
@@ -198,7 +208,7 @@ def _partition_states(
         parsed = parsed_by_key[key]
         succeeded = succeeded_at[key]
         failed = sorted({(t, alone or t in alone_at.get(key, ())) for t, alone in failures.get(key, []) if succeeded is None or t > succeeded})
-        states[ident] = sweeps.PartitionState(
+        states[ident] = tick_plan.PartitionState(
             **parsed,
             in_flight=key in in_flight,
             failures=len({t for t, _ in failed}),
@@ -247,7 +257,7 @@ def _failed_runs(
     stopped_batches: list[tuple[datetime, list[str]]] = []
     recent = instance.get_run_records(
         dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.FAILURE], created_after=now - timedelta(days=sweeps.CATCH_UP_DAYS + 1)
+            statuses=[dg.DagsterRunStatus.FAILURE], created_after=now - timedelta(days=tick_plan.CATCH_UP_DAYS + 1)
         ),
         limit=2000,
     )

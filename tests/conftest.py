@@ -15,7 +15,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 from hypothesis import settings
 
-from session_assets import clickhouse, postgres
+from session_assets.stores import clickhouse, postgres
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, object_store_for, PostgresResource
 from tests.support import app_database, free_port
 

@@ -19,9 +19,9 @@ import pandas as pd
 from session_assets.assets import events, session_counter_rollups
 from session_assets.checks import rollup_counters_match_events
 from session_assets.partitions import scanner_day_key
-from session_assets.events_io import EVENT_COLUMNS, insert_events
+from session_assets.stores.events_io import EVENT_COLUMNS, insert_events
 from session_assets.resources import ClickHouseResource
-from session_assets.run_context import AS_OF_TAG, BACKFILL_TAG
+from session_assets.core.run_context import AS_OF_TAG, BACKFILL_TAG
 
 UTC = timezone.utc
 
@@ -67,7 +67,7 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5):
 
 def app_database(admin_url: str, name: str | None = None) -> str:
     """A new app database on `admin_url`'s server, migrated as `session-assets migrate` does; its URL."""
-    from session_assets import postgres
+    from session_assets.stores import postgres
 
     name = name or f"t_{uuid.uuid4().hex[:12]}"
     postgres.ensure_database(admin_url, name)

@@ -18,8 +18,8 @@ from typing import Any, Iterable, Mapping
 
 import pytest
 
-from session_assets.events_io import EVENT_COLUMNS
-from session_assets.loader import EventFileError, load_events_file
+from session_assets.stores.events_io import EVENT_COLUMNS
+from session_assets.commands.loader import EventFileError, load_events_file
 from session_assets.partitions import daily_partitions_def
 from session_assets.resources import ClickHouseResource
 from tests.support import add_scanner, at, event, materialize_rollup, observed, rollup_metadata, sweep, sweep_metadata
@@ -641,7 +641,7 @@ def test_a_10_mb_url_and_distinct_id_are_stored_and_observed_bounded(instance, r
     from json.encoder import encode_basestring_ascii as json_text
 
     from session_assets.assets.rollups import MAX_ENTRY_URL_CHARS
-    from session_assets.observations import MAX_EVIDENCE_BYTES, MAX_EVIDENCE_TEXT_BYTES
+    from session_assets.core.observations import MAX_EVIDENCE_BYTES, MAX_EVIDENCE_TEXT_BYTES
 
     def fits(text: str) -> bool:
         return len(json_text(text)) - 2 <= MAX_EVIDENCE_TEXT_BYTES

@@ -11,17 +11,18 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from session_assets import demo_data, watermarks
+from session_assets.commands import demo_data
+from session_assets.core import watermarks
 from session_assets.assets.scanning import OBSERVATION_BATCHES, SweepRecords, _candidates_pass, plan_sweep
 from session_assets.batches import BATCH_TAG, FAILURE_KEY, batch_run_config, crash_suspect, processing_order
 from session_assets.definitions import build_definitions
-from session_assets.events_io import insert_events
-from session_assets.run_context import latest_materializations
+from session_assets.stores.events_io import insert_events
+from session_assets.core.run_context import latest_materializations
 from session_assets.scanners import store
-from session_assets.run_context import AS_OF_TAG
+from session_assets.core.run_context import AS_OF_TAG
 from session_assets.tick_state import read_tick_state
-from session_assets.ticks import execute_request, execute_tick
-from session_assets.sweeps import LAUNCHED_BY_TAG, plan_tick
+from session_assets.commands.ticks import execute_request, execute_tick
+from session_assets.core.tick_plan import LAUNCHED_BY_TAG, plan_tick
 from tests.support import add_scanner, at, observed, roll_for_sweeps
 
 END = at("2026-11-20T14:00:00")

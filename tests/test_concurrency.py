@@ -29,12 +29,12 @@ import pytest
 import yaml
 from dagster_aws.s3 import S3Resource
 
-from session_assets import postgres
+from session_assets.stores import postgres
 from session_assets.partitions import scanner_day_key
-from session_assets.days import SETTLE
+from session_assets.core.days import SETTLE
 from session_assets.definitions import build_definitions
 from session_assets.resources import object_store_for, PostgresResource
-from session_assets.ticks import execute_tick
+from session_assets.commands.ticks import execute_tick
 from tests.support import (
     FAULT_DAY,
     FAULT_SCANNER_START,

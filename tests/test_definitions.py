@@ -9,7 +9,8 @@ import dagster as dg
 import pytest
 from dagster_postgres import PostgresRunStorage
 
-from session_assets import postgres, stack
+from session_assets.stores import postgres
+from session_assets.commands import stack
 from session_assets.definitions import defs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,7 +133,7 @@ def _partitions_shape(partitions_def: dg.PartitionsDefinition | None) -> object:
 def definitions_shape() -> dict:
     """What a code change must not alter by accident: assets, their partitions, lineage and
     checks, the jobs and sensors, and the metadata keys partitions keep their state in."""
-    from session_assets import records
+    from session_assets.core import records
 
     graph = defs.resolve_asset_graph()
     return {

@@ -26,7 +26,8 @@ from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config, dagster_instance_config_schema
 from dagster._serdes.config_class import ConfigurableClassData
 
-from session_assets import postgres, stack
+from session_assets.stores import postgres
+from session_assets.commands import stack
 
 ROOT = Path(__file__).resolve().parents[1]
 PROD_YAML = ROOT / "docs" / "production" / "dagster.yaml"

@@ -40,11 +40,12 @@ import yaml
 from dagster_aws.s3 import S3Resource
 from pgserver._commands import pg_ctl
 
-from session_assets import failpoints, postgres
-from session_assets.days import SETTLE
+from session_assets.core import failpoints
+from session_assets.stores import postgres
+from session_assets.core.days import SETTLE
 from session_assets.definitions import build_definitions
 from session_assets.resources import ClickHouseResource, ObjectStoreResource, object_store_for, PostgresResource
-from session_assets.ticks import execute_tick, status_report
+from session_assets.commands.ticks import execute_tick, status_report
 from tests.support import (
     FAULT_DAY,
     FAULT_SCANNERS,
@@ -232,7 +233,7 @@ def call(zygote: Zygote, home: Home, function: str, *args: Any) -> None:
 
 
 def _seed_events(rows_path: str) -> None:
-    from session_assets import stack
+    from session_assets.commands import stack
     from session_assets.resources import build_resources
     from tests.support import insert_rows
 
@@ -244,7 +245,7 @@ def _seed_events(rows_path: str) -> None:
 
 
 def _dump_rollups(path: str) -> None:
-    from session_assets import stack
+    from session_assets.commands import stack
     from session_assets.resources import build_resources
     from tests.support import rollups_frame
 
@@ -530,7 +531,7 @@ def test_the_command_line_names_an_unreachable_clickhouse_in_one_line_and_writes
 
 HOLD_CHDB = """
 import sys
-from session_assets import clickhouse
+from session_assets.stores import clickhouse
 clickhouse.get_client(sys.argv[1], "session_assets")
 print("holding", flush=True)
 sys.stdin.read()

@@ -15,10 +15,10 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from session_assets import sql
+from session_assets.stores import sql
 from session_assets.assets import scanner_observations, session_counter_rollups
 from session_assets.partitions import scanner_day_partitions_def
-from session_assets.run_context import AS_OF_TAG
+from session_assets.core.run_context import AS_OF_TAG
 from session_assets.scanners import parse_scanner
 from session_assets.scanners import store
 from tests.support import (
@@ -264,7 +264,7 @@ def test_a_scanners_start_day_is_its_utc_day_whatever_the_server_time_zone(postg
     with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
         database = postgres_resource.resolved_url().rsplit("/", 1)[1]
         conn.execute(f'ALTER DATABASE "{database}" SET timezone = \'Pacific/Kiritimati\'')
-    from session_assets import postgres
+    from session_assets.stores import postgres
 
     postgres.close_pools()  # new connections take the database's setting
     pool = postgres_resource.pool()

@@ -42,15 +42,16 @@ from hypothesis import HealthCheck, Phase, event, example, given, note, settings
 from hypothesis import strategies as st
 
 from session_assets.definitions import build_definitions
-from session_assets.events_io import EVENT_COLUMNS, insert_events
+from session_assets.stores.events_io import EVENT_COLUMNS, insert_events
 from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource
 from session_assets.scanners import parse_scanner
 from session_assets.scanners import store as scanner_store
-from session_assets import sql, sweeps
+from session_assets.stores import sql
+from session_assets.core import tick_plan
 from session_assets.partitions import scanner_partitions_def
 from session_assets.sensors import rollups_job, run_requests
 from session_assets.tick_state import read_tick_state
-from session_assets.ticks import execute_request
+from session_assets.commands.ticks import execute_request
 from tests import oracle
 from tests.support import at
 
@@ -421,7 +422,7 @@ def expected_observations(model: oracle.Model) -> dict[tuple[str, str], tuple[st
 
 def tick_requests(stack: "Stack", instance: dg.DagsterInstance, now: datetime, mode: str) -> list[dg.RunRequest]:
     """The sensor's requests for this tick, in the order the run queue gets to them."""
-    plan = sweeps.plan_tick(read_tick_state(instance, stack.pool, now))
+    plan = tick_plan.plan_tick(read_tick_state(instance, stack.pool, now))
     if plan.add_scanner_partitions:
         instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)
     requests = run_requests(plan, now, "property test")

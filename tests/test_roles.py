@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from dagster_postgres import PostgresRunStorage
 
-from session_assets import postgres
+from session_assets.stores import postgres
 from session_assets.resources import PostgresResource
 from tests.support import (
     add_scanner,

@@ -14,12 +14,12 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from session_assets import demo, demo_data
+from session_assets.commands import demo, demo_data
 from session_assets.definitions import build_definitions
-from session_assets.events_io import insert_events
+from session_assets.stores.events_io import insert_events
 from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource
 from session_assets.sensors import sweep_sensor
-from session_assets.ticks import execute_tick, status_report
+from session_assets.commands.ticks import execute_tick, status_report
 from tests.support import app_database, at
 
 

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from session_assets import settings, sweeps
+from session_assets import settings
+from session_assets.core import tick_plan
 
 
 def test_seconds_settings_default_and_parse():
@@ -45,9 +46,9 @@ def test_a_bad_candidate_query_limit_names_the_variable_and_value(bad, monkeypat
 
 
 def test_backoff_doubles_from_its_base_and_caps_at_twelve_times_it():
-    assert [sweeps.backoff(n) for n in (1, 2, 3, 4, 5)] == [timedelta(minutes=m) for m in (5, 10, 20, 40, 60)]
+    assert [tick_plan.backoff(n) for n in (1, 2, 3, 4, 5)] == [timedelta(minutes=m) for m in (5, 10, 20, 40, 60)]
     base = timedelta(seconds=2)
-    assert [sweeps.backoff(n, base) for n in (1, 2, 3, 4, 5, 9)] == [timedelta(seconds=s) for s in (2, 4, 8, 16, 24, 24)]
+    assert [tick_plan.backoff(n, base) for n in (1, 2, 3, 4, 5, 9)] == [timedelta(seconds=s) for s in (2, 4, 8, 16, 24, 24)]
 
 
 def test_the_embedded_stack_remembers_where_its_demo_data_starts(tmp_path):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from session_assets import sql
+from session_assets.stores import sql
 from tests.support import (
     add_scanner,
     at,

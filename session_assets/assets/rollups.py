@@ -9,15 +9,18 @@ from typing import Literal, Mapping
 import dagster as dg
 
 from session_assets import settings
-
 from session_assets.assets.events import events
 from session_assets.assets.events import observation as events_observation
-from session_assets.coverage import VISIBILITY_LAG, day_coverage, late_horizon
-from session_assets.records import RollupRecord
-from session_assets.days import day_start, is_complete
+from session_assets.core.coverage import VISIBILITY_LAG, day_coverage, late_horizon
+from session_assets.core.days import day_start, is_complete
+from session_assets.core.records import RollupRecord
+from session_assets.core.run_context import (
+    is_backfill,
+    latest_materializations,
+    parse_as_of,
+)
 from session_assets.partitions import daily_partitions_def
 from session_assets.resources import ClickHouseResource
-from session_assets.run_context import is_backfill, latest_materializations, parse_as_of
 
 # The latency goal, session end -> observation: 45 min (35 to settle, then a tick or two).
 # A sweep materializes both assets every tick; one not updated for this long is stale.

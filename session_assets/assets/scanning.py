@@ -17,22 +17,38 @@ import dagster as dg
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import Field
 
-from session_assets import observations, settings, sql, watermarks
-from session_assets.failpoints import failpoint
-from session_assets.assets.rollups import LATENCY_FRESHNESS, ROLLUP_SCHEMA, read_rollup_records, session_counter_rollups
-from session_assets.coverage import coverage, missing_days
-from session_assets.records import RollupRecord, ScannerDayRecord, watermark_of
+from session_assets import settings
+from session_assets.assets.rollups import (
+    LATENCY_FRESHNESS,
+    ROLLUP_SCHEMA,
+    read_rollup_records,
+    session_counter_rollups,
+)
+from session_assets.core import observations, watermarks
+from session_assets.core.coverage import coverage, missing_days
+from session_assets.core.failpoints import failpoint
+from session_assets.core.records import RollupRecord, ScannerDayRecord, watermark_of
+from session_assets.core.run_context import (
+    BadRunTag,
+    is_backfill,
+    latest_materializations,
+    parse_as_of,
+)
 from session_assets.partitions import (
     daily_partitions_def,
     scanner_day_key,
     scanner_day_partitions_def,
     split_scanner_day_key,
 )
-from session_assets.resources import ClickHouseResource, ObjectStoreResource, PostgresResource
-from session_assets.run_context import BadRunTag, is_backfill, latest_materializations, parse_as_of
+from session_assets.resources import (
+    ClickHouseResource,
+    ObjectStoreResource,
+    PostgresResource,
+)
 from session_assets.scanners import Scanner, ScannerError, compile_filter
-from session_assets.scanners.filters import CompiledFilter
 from session_assets.scanners import store as scanner_store
+from session_assets.scanners.filters import CompiledFilter
+from session_assets.stores import sql
 
 MAX_PAGE_SIZE = 10_000
 

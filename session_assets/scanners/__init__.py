@@ -11,8 +11,20 @@ verdict = scanners[0].apply(summary)               # via the scanner's kind
 from session_assets.scanners._types import COUNTER_COLUMNS
 from session_assets.scanners.errors import ScannerError
 from session_assets.scanners.filters import CompiledFilter, compile_filter
-from session_assets.scanners.kinds import KINDS, ScannerKind, SessionSummary, Verdict, get_kind, register_kind
-from session_assets.scanners.model import Scanner, ScannerFilter, load_scanners, parse_scanner
+from session_assets.scanners.kinds import (
+    KINDS,
+    ScannerKind,
+    SessionSummary,
+    Verdict,
+    get_kind,
+    register_kind,
+)
+from session_assets.scanners.model import (
+    Scanner,
+    ScannerFilter,
+    load_scanners,
+    parse_scanner,
+)
 
 __all__ = [
     "COUNTER_COLUMNS",

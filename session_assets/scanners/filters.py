@@ -22,7 +22,11 @@ from typing import Any, Mapping
 from pydantic import ValidationError
 
 from session_assets.scanners._types import COUNTER_COLUMNS
-from session_assets.scanners.errors import Problem, ScannerError, problems_from_validation
+from session_assets.scanners.errors import (
+    Problem,
+    ScannerError,
+    problems_from_validation,
+)
 from session_assets.scanners.model import EventFilter, PropertyFilter, ScannerFilter
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")

@@ -15,12 +15,29 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Mapping, Protocol, Sequence
 
-from pydantic import BaseModel, Field, PrivateAttr, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from session_assets.scanners._types import COUNTER_COLUMNS, STRICT, NonNegativeNumber, Number, StoredText
+from session_assets.scanners._types import (
+    COUNTER_COLUMNS,
+    STRICT,
+    NonNegativeNumber,
+    Number,
+    StoredText,
+)
 from session_assets.scanners.errors import ScannerError
-from session_assets.scanners.expression import ExpressionError, Expression, parse_expression
+from session_assets.scanners.expression import (
+    Expression,
+    ExpressionError,
+    parse_expression,
+)
 
 # Counters carried in SessionSummary.counters (duration_s is its own field).
 SUMMARY_COUNTERS: tuple[str, ...] = tuple(name for name in COUNTER_COLUMNS if name != "duration_s")

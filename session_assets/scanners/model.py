@@ -42,7 +42,12 @@ from session_assets.scanners._types import (
     check_magnitude,
     check_text,
 )
-from session_assets.scanners.errors import Problem, ScannerError, problems_from_validation, show_value
+from session_assets.scanners.errors import (
+    Problem,
+    ScannerError,
+    problems_from_validation,
+    show_value,
+)
 from session_assets.scanners.kinds import KINDS, SessionSummary, Verdict, get_kind
 from session_assets.scanners.regex import RE2Refusal, check_re2
 

@@ -10,9 +10,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from session_assets import sql
-from session_assets.days import SETTLE
+from session_assets.core.days import SETTLE
 from session_assets.scanners.model import Scanner, ScannerError
+from session_assets.stores import sql
 
 
 class TeamChange(ValueError):

@@ -7,8 +7,8 @@ import pandas as pd
 
 from session_assets.assets import session_counter_rollups
 from session_assets.assets.rollups import plan_rollup
-from session_assets.coverage import VISIBILITY_LAG, RollupRecord, late_horizon
-from session_assets.days import SETTLE, is_complete
+from session_assets.core.coverage import VISIBILITY_LAG, RollupRecord, late_horizon
+from session_assets.core.days import SETTLE, is_complete
 from session_assets.checks import rollup_counters_match_events
 from session_assets.resources import ClickHouseResource
 from session_assets.partitions import daily_partitions_def

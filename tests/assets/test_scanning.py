@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from session_assets import sql, watermarks
+from session_assets.stores import sql
+from session_assets.core import watermarks
 from session_assets.assets.scanning import SweepPlan, candidates_statement
-from session_assets.days import SETTLE
+from session_assets.core.days import SETTLE
 from session_assets.scanners import compile_filter, parse_scanner, store
 from tests.support import (
     add_scanner,

@@ -672,7 +672,7 @@ def test_a_start_at_out_of_range_is_refused_at_load(start_at):
 def test_the_extreme_start_ats_give_a_sweep_window(start_at):
     from datetime import date, datetime
 
-    from session_assets import watermarks
+    from session_assets.core import watermarks
 
     scanner = parse_scanner({"id": "fuzz", "team_id": 1, "name": "n", "kind": "match", "start_at": start_at})
     # What scanner_observations computes before it touches a store: its first window.

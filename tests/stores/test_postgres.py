@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from session_assets import postgres, sql
+from session_assets.stores import postgres, sql
 from session_assets.resources import PostgresResource
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from session_assets.loader import MAX_LINE_BYTES, EventFileError, LoadReport, RowProblem, load_events_file
+from session_assets.commands.loader import MAX_LINE_BYTES, EventFileError, LoadReport, RowProblem, load_events_file
 from session_assets.resources import ClickHouseResource
 
 UTC = timezone.utc

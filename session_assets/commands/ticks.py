@@ -9,15 +9,22 @@ from typing import Any
 import dagster as dg
 from psycopg_pool import ConnectionPool
 
-from session_assets import sql, sweeps
 from session_assets.assets import session_counter_rollups
 from session_assets.assets.scanning import OBSERVATION_BATCHES
 from session_assets.batches import FAILURE_KEY, batch_partitions
+from session_assets.core import tick_plan
+from session_assets.core.records import RollupRecord, ScannerDayRecord
 from session_assets.partitions import scanner_partitions_def
-from session_assets.records import RollupRecord, ScannerDayRecord
 from session_assets.scanners import store as scanner_store
 from session_assets.sensors import batches_per_tick, retry_backoff, run_requests
-from session_assets.tick_state import WORKER_TAG, fail_runs_of_gone_workers, in_flight_runs, read_tick_state, worker_tag
+from session_assets.stores import sql
+from session_assets.tick_state import (
+    WORKER_TAG,
+    fail_runs_of_gone_workers,
+    in_flight_runs,
+    read_tick_state,
+    worker_tag,
+)
 
 
 def execute_tick(
@@ -31,7 +38,7 @@ def execute_tick(
     """One tick computed exactly as the sensor does, its runs executed here, one after another."""
     in_flight, _ = fail_runs_of_gone_workers(instance, in_flight_runs(instance))
     state = read_tick_state(instance, pool, now, in_flight)
-    plan = sweeps.plan_tick(state, only_scanner=only_scanner, retry_backoff=retry_backoff())
+    plan = tick_plan.plan_tick(state, only_scanner=only_scanner, retry_backoff=retry_backoff())
     if plan.add_scanner_partitions:
         instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)
     return {

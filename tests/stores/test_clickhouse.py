@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 
-from session_assets.clickhouse import ClickHouseUnavailable, TableRef, get_client
+from session_assets.stores.clickhouse import ClickHouseUnavailable, TableRef, get_client
 
 OPEN_AND_HOLD = textwrap.dedent(
     """
     import sys
-    from session_assets.clickhouse import get_client
+    from session_assets.stores.clickhouse import get_client
     get_client(sys.argv[1], "held", lock_timeout_s=float(sys.argv[2]), create_database=True)
     print("ready", flush=True)
     sys.stdin.read()  # hold the engine until the test closes our stdin
@@ -83,7 +83,7 @@ def test_in_memory_chdb_is_refused():
 DECAY = textwrap.dedent(
     """
     import re, sys
-    from session_assets.clickhouse import get_client, prefer_memory_to_speed
+    from session_assets.stores.clickhouse import get_client, prefer_memory_to_speed
     took = []
     if sys.argv[2] == "before":
         took.append(prefer_memory_to_speed())

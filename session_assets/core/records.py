@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 import dagster as dg
 
-from session_assets.run_context import metadata_time, metadata_values
-from session_assets.watermarks import Watermark
+from session_assets.core.run_context import metadata_time, metadata_values
+from session_assets.core.watermarks import Watermark
 
 # Rollup day records.
 COVERED_UNTIL = "covered_until"

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # session_assets/
 # In a wheel the files ship inside the package; in a checkout they sit at the top level.
 _CANDIDATES = (_PACKAGE_DIR / "_sql", _PACKAGE_DIR.parent / "sql")
 _INCLUDE = re.compile(r"^[ \t]*--[ \t]*@include[ \t]+(\S+)[ \t]*$", re.MULTILINE)

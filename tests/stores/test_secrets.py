@@ -37,14 +37,15 @@ import psycopg
 import pytest
 from dagster._serdes import serialize_value
 
-from session_assets import postgres, stack
-from session_assets.clickhouse import ClickHouseUnavailable, get_client
-from session_assets.secrets import redact
+from session_assets.stores import postgres
+from session_assets.commands import stack
+from session_assets.stores.clickhouse import ClickHouseUnavailable, get_client
+from session_assets.stores.secrets import redact
 from session_assets.resources import PostgresResource, build_resources
 from tests.conftest import TEST_AWS_KEY_ID, TEST_AWS_SECRET
 from tests.support import add_scanner, app_database, at, cli_env, event, insert_rows, roll_for_sweeps, sweep, sweep_metadata
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAY = date(2024, 3, 1)
 
 # --- (a) the repository -----------------------------------------------------------
@@ -60,7 +61,7 @@ PLACEHOLDER = re.compile(
 )
 # Fake credentials that tests feed to redaction code on purpose: (file, value, why).
 ALLOWED = {
-    ("tests/test_clickhouse.py", "s3cret-pass"): "asserts the ClickHouse error message hides it",
+    ("tests/stores/test_clickhouse.py", "s3cret-pass"): "asserts the ClickHouse error message hides it",
 }
 # The test S3 credentials are defined once, in conftest.py, and imported elsewhere.
 TEST_CREDENTIAL_HOME = "tests/conftest.py"
@@ -123,7 +124,7 @@ def test_the_repository_scan_finds_what_it_looks_for():
     assert [f.split(": ", 1)[0] for f in findings] == ["somewhere.py:1", "somewhere.py:2", "somewhere.py:3", "somewhere.py:4"]
     placeholders = "postgresql+psycopg2://user:password@host/db https://u:${PW}@h http://x:***@h postgresql://postgres:@/db"
     assert credential_findings("doc.md", placeholders) == []
-    assert credential_findings("tests/test_clickhouse.py", "http://user:" + "s3cret-pass" + "@127.0.0.1:1") == []
+    assert credential_findings("tests/stores/test_clickhouse.py", "http://user:" + "s3cret-pass" + "@127.0.0.1:1") == []
 
 
 # --- (b) what a sweep leaves in Dagster ------------------------------------------

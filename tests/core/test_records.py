@@ -4,9 +4,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from session_assets import records
-from session_assets.records import RollupRecord, ScannerDayRecord
-from session_assets.watermarks import Watermark
+from session_assets.core import records
+from session_assets.core.records import RollupRecord, ScannerDayRecord
+from session_assets.core.watermarks import Watermark
 
 T = datetime(2026, 11, 23, 14, 5, 7, 123456, tzinfo=timezone.utc)
 

@@ -5,7 +5,7 @@ import uuid
 import clickhouse_connect
 import pytest
 
-from session_assets import clickhouse, postgres, sql
+from session_assets.stores import clickhouse, postgres, sql
 
 
 def test_includes_expand_and_statements_split():

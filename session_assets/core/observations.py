@@ -17,20 +17,28 @@ import gzip
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from json.encoder import encode_basestring_ascii as _json_text  # C-accelerated json.dumps of a str
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from json.encoder import (
+    encode_basestring_ascii as _json_text,  # C-accelerated json.dumps of a str
+)
 from typing import Annotated, Any, Iterable, Iterator, Sequence
 
 from psycopg_pool import ConnectionPool
 from pydantic import Field
 
-from session_assets import sql
-from session_assets.failpoints import failpoint
+from session_assets.core.failpoints import failpoint
 from session_assets.partitions import scanner_day_key
 from session_assets.resources import ObjectStoreResource
-from session_assets.scanners import COUNTER_COLUMNS, Scanner, SessionSummary, Verdict, get_kind
+from session_assets.scanners import (
+    COUNTER_COLUMNS,
+    Scanner,
+    SessionSummary,
+    Verdict,
+    get_kind,
+)
+from session_assets.stores import sql
 
 DEFAULT_MONTHLY_QUOTA = 1_000_000
 # A monthly quota (observations per team) given in run config: at least 1, at most a billion.

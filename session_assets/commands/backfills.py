@@ -23,8 +23,8 @@ from pathlib import Path
 import dagster as dg
 
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES
+from session_assets.core.tick_plan import LAUNCHED_BY_TAG
 from session_assets.partitions import scanner_day_key, scanner_partitions_def
-from session_assets.sweeps import LAUNCHED_BY_TAG
 
 DAEMON_SILENT_AFTER_S = 90.0  # the daemon beats every 30 s or so
 LAUNCH_BACKFILL = """

@@ -11,10 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from session_assets import coverage
-from session_assets.days import day_start
+from session_assets.core import coverage
+from session_assets.core.days import day_start
+from session_assets.core.watermarks import (
+    Watermark,
+    frontier,
+    seen_until,
+    starting_point,
+    window,
+)
 from session_assets.partitions import scanner_day_key
-from session_assets.watermarks import Watermark, frontier, seen_until, starting_point, window
 
 # Only this many days back are watched; an older incomplete partition needs a hand backfill.
 CATCH_UP_DAYS = 7

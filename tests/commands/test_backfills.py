@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from session_assets import backfills
+from session_assets.commands import backfills
 from session_assets.partitions import scanner_partitions_def
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from session_assets import postgres, settings
+from session_assets import settings
+from session_assets.stores import postgres
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # session_assets/
 # In a wheel the file ships inside the package; in a checkout it sits at the top level.
 DAGSTER_YAML = next(
     (p for p in (_PACKAGE / "_dagster.yaml", _PACKAGE.parent / "dagster.yaml") if p.exists()),

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-
 __all__ = [
     "EVENT_COLUMNS",
     "SESSION_INACTIVITY",

@@ -34,9 +34,9 @@ from decimal import ROUND_DOWN, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from session_assets import clickhouse as ch
-from session_assets.events_io import EVENT_COLUMNS, insert_events
 from session_assets.resources import ClickHouseResource
+from session_assets.stores import clickhouse as ch
+from session_assets.stores.events_io import EVENT_COLUMNS, insert_events
 
 __all__ = [
     "EventFileError",

@@ -28,8 +28,8 @@ import psycopg
 from psycopg import sql as pg_sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from session_assets import sql
-from session_assets.secrets import redact
+from session_assets.stores import sql
+from session_assets.stores.secrets import redact
 
 APP_DATABASE = "session_assets"
 DAGSTER_DATABASE = "dagster"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
-from session_assets.days import SETTLE
-from session_assets.sweeps import (
+from session_assets.core.days import SETTLE
+from session_assets.core.tick_plan import (
     Batch,
     PartitionState,
     ScannerState,
@@ -278,8 +278,8 @@ def test_a_backdated_scanner_gets_every_rollup_day_its_first_sweep_reads():
 
 
 def test_a_scanner_without_a_watermark_in_the_watched_days_resumes_from_its_last_one():
-    from session_assets.sweeps import next_sweep_start
-    from session_assets.watermarks import Watermark
+    from session_assets.core.tick_plan import next_sweep_start
+    from session_assets.core.watermarks import Watermark
 
     last = Watermark(at("2024-03-02T00:00:00"), "", at("2024-03-02T01:00:00"))
     scanner = ScannerState("s", True, at("2024-03-01T06:00:00"), resume_from=last)

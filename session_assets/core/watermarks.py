@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from session_assets.days import SETTLE, VISIBILITY_LAG, day_end, day_start
+from session_assets.core.days import SETTLE, VISIBILITY_LAG, day_end, day_start
 
 # SDKs rotate session ids after 24 h; 2 h more for clock skew.
 LOOKBACK = timedelta(hours=26)

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from session_assets.clickhouse import TableRef
+from session_assets.stores.clickhouse import TableRef
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "uuid",

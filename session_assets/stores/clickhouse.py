@@ -23,8 +23,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from session_assets import sql
-from session_assets.secrets import redact
+from session_assets.stores import sql
+from session_assets.stores.secrets import redact
 
 # chDB carries its own jemalloc, which reads JE_MALLOC_CONF once, when chDB loads in
 # a process (on its first chdb:// client). Returning freed pages at once lowers a

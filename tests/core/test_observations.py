@@ -8,7 +8,7 @@ import threading
 from datetime import date, timedelta
 from decimal import Decimal
 
-from session_assets import observations
+from session_assets.core import observations
 from session_assets.resources import PostgresResource
 from session_assets.scanners import parse_scanner
 from session_assets.scanners import store

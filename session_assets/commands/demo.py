@@ -11,16 +11,20 @@ from pathlib import Path
 import dagster as dg
 from psycopg_pool import ConnectionPool
 
-from session_assets import demo_data
-from session_assets.events_io import EVENT_COLUMNS, insert_events
-from session_assets.partitions import scanner_day_key, scanner_day_partition_key, scanner_partitions_def
+from session_assets.commands import demo_data
+from session_assets.core.records import RollupRecord, ScannerDayRecord
+from session_assets.core.run_context import AS_OF_TAG, metadata_values
+from session_assets.partitions import (
+    scanner_day_key,
+    scanner_day_partition_key,
+    scanner_partitions_def,
+)
 from session_assets.resources import ClickHouseResource
-from session_assets.records import RollupRecord, ScannerDayRecord
-from session_assets.run_context import AS_OF_TAG, metadata_values
 from session_assets.scanners import Scanner, load_scanners
 from session_assets.scanners import store as scanner_store
+from session_assets.stores.events_io import EVENT_COLUMNS, insert_events
 
-EXAMPLE_SCANNERS = Path(__file__).resolve().parent / "examples" / "scanners.yaml"
+EXAMPLE_SCANNERS = Path(__file__).resolve().parents[1] / "examples" / "scanners.yaml"
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 DEMO_SEED = 7

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from session_assets.coverage import VISIBILITY_LAG
-from session_assets.days import SETTLE
-from session_assets.watermarks import (
+from session_assets.core.coverage import VISIBILITY_LAG
+from session_assets.core.days import SETTLE
+from session_assets.core.watermarks import (
     LATENESS_HORIZON,
     LOOKBACK,
     Watermark,

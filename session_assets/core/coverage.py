@@ -23,8 +23,8 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Iterable, Mapping
 
-from session_assets.days import VISIBILITY_LAG, is_complete
-from session_assets.records import RollupRecord
+from session_assets.core.days import VISIBILITY_LAG, is_complete
+from session_assets.core.records import RollupRecord
 
 __all__ = ["VISIBILITY_LAG", "RollupRecord", "after_rollups", "coverage", "day_coverage", "late_horizon", "missing_days"]
 # How far back a rollup run re-rolls late events of earlier days. Older late

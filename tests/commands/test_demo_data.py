@@ -1,4 +1,4 @@
-"""Realism and reproducibility checks for session_assets.demo_data."""
+"""Realism and reproducibility checks for session_assets.commands.demo_data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks.bulk_events import generate_bulk_events, uuid_bytes_to_strings, uuid_bytes_to_uuids
-from session_assets.demo_data import EVENT_COLUMNS, SESSION_INACTIVITY, generate_events
+from session_assets.commands.demo_data import EVENT_COLUMNS, SESSION_INACTIVITY, generate_events
 
 UTC = timezone.utc
 NOW = datetime(2024, 6, 10, 13, 37, 42, 123456, tzinfo=UTC)

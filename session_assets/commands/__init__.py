@@ -1,0 +1,1 @@
+"""What the `session-assets` commands do: the embedded stack, ticks and status, loading events, the demo, backfills."""
