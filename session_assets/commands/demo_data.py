@@ -23,22 +23,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from session_assets.stores.events_io import EVENT_COLUMNS
+
 __all__ = [
     "EVENT_COLUMNS",
     "SESSION_INACTIVITY",
     "generate_events",
 ]
 
-EVENT_COLUMNS: tuple[str, ...] = (
-    "uuid",
-    "event",
-    "properties",
-    "timestamp",
-    "team_id",
-    "distinct_id",
-    "$session_id",
-    "inserted_at",
-)
 
 # PostHog rotates the session id after 30 minutes without events.
 SESSION_INACTIVITY = timedelta(minutes=30)

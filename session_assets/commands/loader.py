@@ -433,25 +433,18 @@ class _RowParser:
             yield line, (None if problems else row), problems
 
     def _jsonl_row(self, line: int, text: str, problems: list[RowProblem]) -> _Row | None:
-        try:
-            obj = _decode_json(text)
-        except (ValueError, RecursionError) as error:
-            problems.append(RowProblem(line, "json", f"malformed JSON: {_json_error(error)}"))
-            return None
-        if not isinstance(obj, dict):
-            problems.append(RowProblem(line, "json", f"not a JSON object but {_kind(obj)}"))
+        obj = _json_object(text, line, "json", "malformed JSON", problems)
+        if obj is None:
             return None
         props = obj.get("properties")
         if props is None:
             props = {}
         elif isinstance(props, str):
             # Exports straight from an events table carry properties as JSON text.
-            try:
-                props = _decode_json(props)
-            except (ValueError, RecursionError) as error:
-                problems.append(RowProblem(line, "properties", f"malformed JSON text: {_json_error(error)}"))
+            props = _json_object(props, line, "properties", "malformed JSON text", problems)
+            if props is None:
                 return None
-        if not isinstance(props, dict):
+        elif not isinstance(props, dict):
             problems.append(RowProblem(line, "properties", f"not a JSON object but {_kind(props)}"))
             return None
         # The first non-empty of properties.$session_id, a top-level $session_id, session_id.
@@ -535,14 +528,10 @@ class _RowParser:
     def _csv_row(self, line: int, cells: list[str], columns: _CsvColumns, problems: list[RowProblem]) -> _Row | None:
         props: dict[str, Any] = {}
         if columns.properties_json is not None and cells[columns.properties_json].strip():
-            try:
-                props = _decode_json(cells[columns.properties_json])
-            except (ValueError, RecursionError) as error:
-                problems.append(RowProblem(line, "properties", f"malformed JSON text: {_json_error(error)}"))
+            decoded = _json_object(cells[columns.properties_json], line, "properties", "malformed JSON text", problems)
+            if decoded is None:
                 return None
-            if not isinstance(props, dict):
-                problems.append(RowProblem(line, "properties", f"not a JSON object but {_kind(props)}"))
-                return None
+            props = decoded
         for index, key in columns.properties:
             value = cells[index]
             if value == "":
@@ -898,6 +887,19 @@ def _utf8_encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _json_object(text: str, line: int, field: str, malformed: str, problems: list[RowProblem]) -> dict[str, Any] | None:
+    """`text` decoded as a JSON object; None, with the problem recorded for `field`, otherwise."""
+    try:
+        value = _decode_json(text)
+    except (ValueError, RecursionError) as error:
+        problems.append(RowProblem(line, field, f"{malformed}: {_json_error(error)}"))
+        return None
+    if not isinstance(value, dict):
+        problems.append(RowProblem(line, field, f"not a JSON object but {_kind(value)}"))
+        return None
+    return value
 
 
 def _json_error(error: Exception) -> str:
