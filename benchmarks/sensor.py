@@ -620,18 +620,20 @@ def check_requests(result: dg.SensorResult, scanners: list[Any], today: date, hi
     rollups = [k for k in keys if "|" not in k]
     sweeps_ = sorted(k for k in keys if "|" in k)
     cap = tick_plan.MAX_REQUESTS_PER_TICK
-    first = max(daily_partitions_def.start.date(), today - timedelta(days=tick_plan.CATCH_UP_DAYS + 1))
     problems = []
     if older_days > tick_plan.CATCH_UP_DAYS:  # every watched day before today is complete
         expected = sorted(f"{today.isoformat()}|{s.id}" for s in scanners)[:cap]
         expected_rollups = [today.isoformat()]
     else:
+        # Older days never rolled up: the sensor rolls up every day the watched sweeps read
+        # (ROLLUP_CATCH_UP_DAYS back), and their sweeps wait for those rollups (a sweep
+        # never runs ahead of the rollups it reads); today's partitions, rolled up and
+        # swept before, go on.
         done = {today - timedelta(days=n) for n in range(1, older_days + 1)}
-        days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
+        rollup_first = max(daily_partitions_def.start.date(), today - timedelta(days=tick_plan.ROLLUP_CATCH_UP_DAYS))
+        days = [rollup_first + timedelta(days=n) for n in range((today - rollup_first).days + 1)]
         expected_rollups = [d.isoformat() for d in days if d not in done]
-        expected = sorted(
-            (f"{d.isoformat()}|{s.id}" for d in days[1:] if d not in done for s in scanners)
-        )[:cap]
+        expected = sorted(f"{today.isoformat()}|{s.id}" for s in scanners)[:cap]
     if rollups != expected_rollups:
         problems.append(f"{history}: rollup requests {rollups}, expected {expected_rollups}")
     if sweeps_ != expected:
