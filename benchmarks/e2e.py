@@ -123,9 +123,9 @@ from benchmarks.bulk_events import generate_bulk_events  # noqa: E402
 from benchmarks.rollups import insert_chunked, insertable  # noqa: E402
 from session_assets.stores import clickhouse as ch  # noqa: E402
 from session_assets.core import observations, tick_plan, watermarks  # noqa: E402
-from session_assets import sensors, tick_state
-from session_assets.stores import sql
-from session_assets.commands import stack
+from session_assets import sensors, tick_state  # noqa: E402
+from session_assets.stores import sql  # noqa: E402
+from session_assets.commands import stack  # noqa: E402
 from session_assets.commands.ticks import execute_tick  # noqa: E402
 from session_assets.stores import postgres as pg  # noqa: E402
 from session_assets.assets.scanning import CANDIDATE_WINDOWS, OBSERVATION_BATCHES, SweepPlan, candidates_statement  # noqa: E402

@@ -485,12 +485,14 @@ def child_sweep(chdb_path: Path, pg_url: str, objects: Path, n: int) -> dict[str
 
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(scanner_partitions_def.name, [SCANNER_ID])
-        for day in (DAY - timedelta(days=1), DAY):
+        # Every rollup day the sweep reads: from its 26 h lookback (and the day before) through
+        # the as-of time's day, the day after DAY.
+        for day in (DAY + timedelta(days=n) for n in range(-3, 2)):
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(
                     asset_key=session_counter_rollups.key,
                     partition=day.isoformat(),
-                    metadata={"covered_until": dg.MetadataValue.timestamp(COVERED_UNTIL), "complete": True},
+                    metadata={"covered_until": dg.MetadataValue.timestamp(COVERED_UNTIL), "complete": day <= DAY},
                 )
             )
         run_config = {

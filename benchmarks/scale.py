@@ -48,8 +48,8 @@ sys.path.insert(0, str(REPO))
 import dagster as dg  # noqa: E402
 
 from session_assets.stores import clickhouse  # noqa: E402
-from session_assets.commands import demo, demo_data
-from session_assets import settings
+from session_assets.commands import demo, demo_data  # noqa: E402
+from session_assets import settings  # noqa: E402
 from session_assets.stores.events_io import insert_events  # noqa: E402
 from session_assets.partitions import scanner_partitions_def  # noqa: E402
 from session_assets.core.run_context import AS_OF_TAG  # noqa: E402

@@ -149,8 +149,8 @@ from dagster_aws.s3 import S3Resource  # noqa: E402
 
 from session_assets.stores import clickhouse as ch  # noqa: E402
 from session_assets.commands import demo_data, stack, ticks  # noqa: E402
-from session_assets import sensors, tick_state
-from session_assets.core import tick_plan
+from session_assets import sensors, tick_state  # noqa: E402
+from session_assets.core import tick_plan  # noqa: E402
 from session_assets.stores import postgres as pg  # noqa: E402
 from session_assets.assets import session_counter_rollups  # noqa: E402
 from session_assets.assets import rollups as rollups_module  # noqa: E402
@@ -1114,7 +1114,11 @@ def run_subprocess_estimate(
             "--select", "scanner_candidate_windows,observation_batches", "--partition", f"{day}|{scanner_id}",
         ],
     }
-    ok = True
+    # The runs only check the schema: create it first, as the deploy step would (not timed).
+    migrated = subprocess.run([python, "-m", "session_assets.cli", "migrate"], cwd=REPO, env=env, capture_output=True, text=True)
+    ok = migrated.returncode == 0
+    if not ok:
+        say(f"  session-assets migrate failed ({migrated.returncode}): {migrated.stderr[-500:]}")
     cpu: dict[str, float] = {}
     for label, argv in commands.items():
         seconds, wall, code = subprocess_run_cpu(env, argv)

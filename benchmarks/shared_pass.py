@@ -30,8 +30,9 @@ import dagster as dg  # noqa: E402
 
 from benchmarks.rollups import insertable  # noqa: E402
 from benchmarks.scale import FILTERS, say, verdict  # noqa: E402
-from session_assets.commands import demo, demo_data  # noqa: E402
-from session_assets import settings
+from benchmarks.bulk_events import generate_bulk_events  # noqa: E402
+from session_assets import settings  # noqa: E402
+from session_assets.commands import demo  # noqa: E402
 from session_assets.assets.scanning import MAX_SCANNERS_PER_PASS, SweepRecords, _candidates_pass, plan_sweep  # noqa: E402
 from session_assets.stores.events_io import insert_events  # noqa: E402
 from session_assets.partitions import scanner_partitions_def  # noqa: E402
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         clickhouse = resources["clickhouse"]
         clickhouse.migrate()
         day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
-        columns = demo_data.generate_bulk_events(n_events=args.events, day=day, seed=5, teams=(1,))
+        columns = generate_bulk_events(n_events=args.events, day=day, seed=5, teams=(1,))
         insert_events(clickhouse.client(), clickhouse.events, insertable(columns))
         start_at = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
         made = []

@@ -50,8 +50,8 @@ import psycopg  # noqa: E402
 
 from benchmarks.scale import FINISHED, TEAMS, say, scanners, tick_figures, tick_runs, tree_cpu  # noqa: E402
 from session_assets.stores import clickhouse  # noqa: E402
-from session_assets.commands import demo, demo_data
-from session_assets import settings
+from session_assets.commands import demo, demo_data  # noqa: E402
+from session_assets import settings  # noqa: E402
 from session_assets.core.days import SETTLE  # noqa: E402
 from session_assets.stores.events_io import insert_events  # noqa: E402
 from session_assets.partitions import scanner_partitions_def  # noqa: E402

@@ -1,4 +1,5 @@
-"""Smoke test of the end-to-end benchmark: it runs, on tiny data, and prints every figure.
+"""Smoke tests of the benchmarks: each runs on tiny data, passes its own correctness
+checks and prints its figures (e2e: every figure, by label).
 
 No timing is asserted: the figures of such a small run mean nothing, and the
 machine is shared. benchmarks/run_all.py's parser reads the same lines.
@@ -10,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.run_all import figures_of
+import pytest
+
+from benchmarks.run_all import PLAN, figures_of, run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,3 +46,15 @@ def test_e2e_benchmark_smoke(tmp_path: Path) -> None:
     assert len(figures) == len(E2E_FIGURES), figures
     assert all(line.endswith((" PASS", " MISS", "(info)")) for line in figures), figures
     assert "correctness: PASS" in done.stdout
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", ["rollups", "observations", "sensor", "shared_pass"])
+def test_benchmark_quick_run_passes_its_correctness_checks(name: str, tmp_path: Path) -> None:
+    """As `run_all.py --quick --only NAME` runs it: a benchmark whose data set-up or checks
+    drift from the code (a moved function, a new migration step) fails here, not in a
+    release's benchmark run. scale and soak need `dev` for minutes: run_all covers them."""
+    outcome = run(name, PLAN[name][1], tmp_path, verbose=False)
+    log = outcome.log.read_text()
+    assert outcome.exit_code == 0 and outcome.correctness == "PASS", f"{outcome.correctness}\n{log[-4000:]}"
+    assert outcome.figures, log[-4000:]

@@ -8,19 +8,19 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 SETTLE = timedelta(minutes=35)
-from pathlib import Path
+from pathlib import Path  # noqa: E402
 
-import dagster as dg
-import pytest
-from dagster_aws.s3 import S3Resource
+import dagster as dg  # noqa: E402
+import pytest  # noqa: E402
+from dagster_aws.s3 import S3Resource  # noqa: E402
 
-from session_assets.commands import demo, demo_data
-from session_assets.definitions import build_definitions
-from session_assets.stores.events_io import insert_events
-from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource
-from session_assets.sensors import sweep_sensor
-from session_assets.commands.ticks import execute_tick, status_report
-from tests.support import app_database, at
+from session_assets.commands import demo, demo_data  # noqa: E402
+from session_assets.definitions import build_definitions  # noqa: E402
+from session_assets.stores.events_io import insert_events  # noqa: E402
+from session_assets.resources import ClickHouseResource, object_store_for, PostgresResource  # noqa: E402
+from session_assets.sensors import sweep_sensor  # noqa: E402
+from session_assets.commands.ticks import execute_tick, status_report  # noqa: E402
+from tests.support import app_database, at  # noqa: E402
 
 
 def batch_partitions_of(request: dg.RunRequest) -> list[str]:
