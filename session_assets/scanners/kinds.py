@@ -67,20 +67,6 @@ class SessionSummary:
             counters["cost_usd"] = Decimal(str(cost))
         object.__setattr__(self, "counters", MappingProxyType(counters))
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> SessionSummary:
-        """From a `sessions` row (column name -> value); extra columns are ignored."""
-        return cls(
-            team_id=int(row["team_id"]),
-            session_id=str(row["session_id"]),
-            distinct_id=str(row["distinct_id"]),
-            start=row["start"],
-            end=row["end"],
-            duration_s=float(row["duration_s"]),
-            counters={name: row[name] for name in SUMMARY_COUNTERS},
-            entry_url=str(row["entry_url"]),
-        )
-
 
 @dataclass(frozen=True)
 class Verdict:

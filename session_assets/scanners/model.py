@@ -230,10 +230,6 @@ class ScannerFilter(_Strict):
                 )
         return value
 
-    @property
-    def is_empty(self) -> bool:
-        return self == ScannerFilter()
-
 
 class Scanner(_Strict):
     """A saved session filter plus a verdict rule (SPEC §7)."""

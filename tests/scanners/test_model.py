@@ -116,7 +116,7 @@ def test_every_valid_field():
 def test_defaults():
     scanner = parse_scanner(BASE)
     assert scanner.enabled is True
-    assert scanner.filter == ScannerFilter() and scanner.filter.is_empty
+    assert scanner.filter == ScannerFilter()
     assert scanner.rule == {} and scanner.sample_rate == 1.0 and scanner.start_at is None
 
 
