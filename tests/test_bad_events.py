@@ -634,13 +634,14 @@ def test_a_10_mb_url_and_distinct_id_are_stored_and_observed_bounded(instance, r
     """Issue #14: `$current_url` went into the rollups whole (`entry_url`), and from there,
     with the distinct id, into every observation's evidence (jsonb) and batch line: a page
     of such sessions could pass Postgres's 1 GB parameter limit and fail the sweep on every
-    run. The rollup keeps a URL's first MAX_ENTRY_URL_CHARS characters; each evidence string
+    run. The rollup keeps a URL's first MAX_ENTRY_URL_CHARS characters and a distinct id's
+    first MAX_DISTINCT_ID_CHARS (a page of 1,000 whole 10 MB ids would be 10 GB in the walk); each evidence string
     is cut to MAX_EVIDENCE_TEXT_BYTES of JSON text (escapes counted), the same in Postgres
     and in the batch object."""
     import gzip
     from json.encoder import encode_basestring_ascii as json_text
 
-    from session_assets.assets.rollups import MAX_ENTRY_URL_CHARS
+    from session_assets.assets.rollups import MAX_DISTINCT_ID_CHARS, MAX_ENTRY_URL_CHARS
     from session_assets.core.observations import MAX_EVIDENCE_BYTES, MAX_EVIDENCE_TEXT_BYTES
 
     def fits(text: str) -> bool:
@@ -668,6 +669,9 @@ def test_a_10_mb_url_and_distinct_id_are_stored_and_observed_bounded(instance, r
     rolled = {sid: row["entry_url"] for (_, sid, day), row in rollups(ch).items() if day == DAY}
     assert rolled == {sid: url[:MAX_ENTRY_URL_CHARS] for sid, url in urls.items()}
     assert len(rolled["ascii-url"]) == len(rolled["wide-url"]) == MAX_ENTRY_URL_CHARS
+    # The distinct id too, in characters (an emoji is one): candidates and the walk hold 1,024.
+    ids = {sid: row["distinct_id"] for (_, sid, day), row in rollups(ch).items() if day == DAY}
+    assert ids == {"ascii-url": wide_id[:MAX_DISTINCT_ID_CHARS], "wide-url": "user-1", "short-url": "user-1"}
 
     sweep_ok(instance, resources, "all", AS_OF)
     evidence = {sid: row["evidence"] for sid, row in observed(pg, "all").items()}

@@ -29,13 +29,16 @@ LATENCY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes
 # `entry_url` is the visitor's $current_url: unbounded, so the rollup keeps its first
 # 2,048 characters (browsers' and CDNs' customary URL limit).
 MAX_ENTRY_URL_CHARS = 2048
+# `distinct_id` is set by the visitor's client too: the rollup keeps its first 1,024
+# characters, five times PostHog's own limit (200), so every id PostHog stores stays whole.
+MAX_DISTINCT_ID_CHARS = 1024
 
 ROLLUP_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("team_id", "Int64", description="Owning team."),
         dg.TableColumn("day", "Date", description="UTC day of the events counted in this row."),
         dg.TableColumn("session_id", "String", description="The events' $session_id."),
-        dg.TableColumn("distinct_id", "String", description="distinct_id of the day's first event."),
+        dg.TableColumn("distinct_id", "String", description="distinct_id of the day's first event, its first 1,024 characters."),
         dg.TableColumn("first_timestamp", "DateTime64(6, 'UTC')", description="First event of the session that day."),
         dg.TableColumn("last_timestamp", "DateTime64(6, 'UTC')", description="Last event of the session that day."),
         dg.TableColumn("event_count", "UInt64", description="All events."),
@@ -183,6 +186,7 @@ def rollup_params(as_of: datetime, full_days: list[date], incremental: Mapping[d
     return {
         "as_of": as_of,
         "max_url_chars": MAX_ENTRY_URL_CHARS,
+        "max_distinct_id_chars": MAX_DISTINCT_ID_CHARS,
         "days": days,
         "full_days": sorted(full_days),
         "incremental_days": sorted(incremental),

@@ -13,7 +13,8 @@ SELECT
     team_id,
     toDate(timestamp) AS day,
     `$session_id` AS session_id,
-    argMin(distinct_id, timestamp) AS distinct_id,
+    -- Cut to {max_distinct_id_chars} characters, as the URL below: ids come from visitors.
+    argMin(leftUTF8(distinct_id, {max_distinct_id_chars:UInt32}), timestamp) AS distinct_id,
     -- @include fragments/session_counters.sql
     ,
     -- A visitor's URL, cut to {max_url_chars} characters (before aggregating: a 10 MB URL is
