@@ -353,7 +353,11 @@ def sweep(now_text: str | None, scanner_id: str | None) -> None:
 
     now = not_in_the_future(_parse_now(now_text), f"--now {now_text}") if now_text else _parse_now(None)
     _, resources = _stack_and_resources()
-    resources["clickhouse"].client()  # ClickHouse's schema before the runs; Postgres's is only checked
+    clickhouse = resources["clickhouse"]
+    if clickhouse.embedded:
+        clickhouse.migrate()  # the embedded engine is this stack's own, as its Postgres (migrated at start-up)
+    else:
+        clickhouse.client()  # a server's schema is the deploy step's: checked here, one line if behind
     with dg.DagsterInstance.get() as instance:
         report = execute_tick(build_definitions(), instance, resources["postgres"].pool(), now, scanner_id)
     click.echo(json.dumps(report, indent=2, default=str))

@@ -54,6 +54,18 @@ def test_load_events_into_a_missing_events_table_is_one_line_naming_it(tmp_path)
         assert ("session_assets.missing" if table == "missing" else "nowhere.missing") in line
 
 
+def test_sweep_on_a_fresh_embedded_home_prepares_its_own_stores(tmp_path):
+    """The embedded stack owns its stores: `sweep` first thing in a new home migrates chDB
+    (as the stack's start-up migrates its Postgres) and rolls up, instead of failing every run."""
+    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    result = subprocess.run(
+        [*CLI, "sweep", "--now", now], env=cli_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["runs"] and all(run["success"] for run in report["runs"]), report
+
+
 @pytest.mark.timeout(900)
 def test_dev_serves_the_ui_and_materializes_rollups_through_the_run_queue(tmp_path):
     dev = DevProcess(tmp_path / "home", tmp_path / "dev.log", "--days", "1")
