@@ -19,7 +19,7 @@ then per benchmark its correctness verdict, exit code and wall time.
 
 `--quick` runs each with small sizes (a smoke run of the whole set, 2-5
 minutes on this project's 2-core machine; its figures are not the documented
-ones). The full run takes 19-30 minutes there; docs/performance.md has its figures.
+ones). The full run takes about an hour there (scale 14 min, soak 30 min); docs/performance.md has its figures.
 `--only NAME ...` runs a subset. Extra flags for one benchmark:
 `--flags e2e="--events 2000000"` (repeatable).
 
