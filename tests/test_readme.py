@@ -32,3 +32,11 @@ def test_every_session_assets_command_the_readme_names_exists():
     assert {"dev", "demo", "backfill", "up", "env"} <= named
     commands = set(main.commands)
     assert named <= commands, f"the README names commands that do not exist: {sorted(named - commands)}"
+
+
+def test_ci_runs_the_readmes_test_command_word_for_word():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("Run the tests", 1)[1].split("```", 2)[1]
+    (command,) = [line for line in block.splitlines() if line.strip()]
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert command in ci, "CI must run the README's test command as written"

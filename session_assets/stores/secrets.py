@@ -1,8 +1,8 @@
 """Masking secrets in connection strings before they reach a message or a log.
 
-One function for every store: URLs (`scheme://user:password@host/...?password=...`),
-libpq key=value DSNs (`host=db password='a b'`), and text that holds either (a
-driver's error message). Not a security boundary: it is for what we print.
+One function for every store: URLs (a secret in the userinfo before `@`, or in a
+query parameter named below), libpq keyword DSNs (a quoted or bare value after a
+secret's keyword), and text that holds either (a driver's error message). Not a security boundary: it is for what we print.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _NAMES = "|".join(SECRET_NAMES)
 # A URL from its scheme to the next space. Its authority ends at the first '/', '?' or
 # '#' (RFC 3986), but a password written with one of them unescaped ends at an '@' after it.
 _URL = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<rest>\S*)", re.IGNORECASE)
-# A query parameter: `?password=x`, `&token=x`, `;key=x`.
+# A query parameter with a secret's name, after `?`, `&` or `;`.
 _QUERY = re.compile(rf"(?P<lead>[?&;](?:{_NAMES})=)[^&;#\s]*", re.IGNORECASE)
 # A libpq keyword: at the start or after a space, `=` may have spaces around it; a
 # quoted value may hold spaces and `\'` (libpq's escapes).
