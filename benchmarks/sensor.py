@@ -317,10 +317,10 @@ class Probe:
 
 
 def install_sensor_probe(probe: Probe) -> None:
-    probe.patch_module(sensors, "read_tick_state", "read_tick_state")
+    probe.patch_module(tick_state, "read_tick_state", "read_tick_state")
     probe.patch_module(tick_plan, "plan_tick", "plan_tick")
     probe.patch_module(scanner_store, "list_all", "  scanners table (app Postgres)")
-    probe.patch_module(sensors, "in_flight_runs", "  run records (in flight)")
+    probe.patch_module(tick_state, "in_flight_runs", "  run records (in flight)")
     probe.patch_module(tick_state, "_failed_runs", "  run records (failed)")
 
     def partition_label(instance: Any, asset_key: dg.AssetKey, *args: Any, **kwargs: Any) -> str:

@@ -24,8 +24,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from session_assets.stores.clickhouse import ClickHouseUnavailable
-from session_assets.stores.clickhouse import SchemaNotReady as ClickHouseSchemaNotReady
-from session_assets.stores.postgres import PostgresUnavailable, SchemaNotReady
+from session_assets.stores.postgres import PostgresUnavailable
+from session_assets.stores.sql import SchemaNotReady
 
 console = Console()
 if not console.is_terminal:
@@ -35,7 +35,7 @@ LOOPBACK_HOSTS = {LOOPBACK, "localhost", "::1"}
 PROGRESS_EVERY_S = 10.0  # progress lines when the output is not a terminal
 # Failures a user can act on: their message is the whole story.
 USER_ERRORS: tuple[type[Exception], ...] = (
-    ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable, SchemaNotReady, ClickHouseSchemaNotReady,
+    ValueError, FileNotFoundError, ClickHouseUnavailable, PostgresUnavailable, SchemaNotReady,
 )  # fmt: skip
 
 

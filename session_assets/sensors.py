@@ -16,11 +16,7 @@ from session_assets.core import tick_plan
 from session_assets.core.run_context import AS_OF_TAG
 from session_assets.partitions import scanner_partitions_def
 from session_assets.resources import PostgresResource
-from session_assets.tick_state import (
-    fail_runs_of_gone_workers,
-    in_flight_runs,
-    read_tick_state,
-)
+from session_assets.tick_state import begin_tick
 
 # One job per partitions definition: a sensor target may not mix them.
 rollups_job = dg.define_asset_job(
@@ -96,10 +92,9 @@ def run_requests(plan: tick_plan.TickPlan, now: datetime, source: str, batches: 
 )
 def sweep_sensor(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
     now = datetime.now(timezone.utc)
-    in_flight, failed = fail_runs_of_gone_workers(context.instance, in_flight_runs(context.instance))
+    state, failed = begin_tick(context.instance, postgres.pool(), now)
     for run_id in failed:
         context.log.warning(f"run {run_id} failed: the process executing it is gone")
-    state = read_tick_state(context.instance, postgres.pool(), now, in_flight)
     plan = tick_plan.plan_tick(state, retry_backoff=retry_backoff())
     for key, why in sorted(plan.waiting.items()):
         context.log.debug(f"{key}: {why}")

@@ -2,9 +2,9 @@
 
 The watched days' latest materializations by explicit partition key (each parsed
 once per instance), in-flight and recently failed runs, the scanners table and the
-teams out of quota. Reads only: failing the runs of a vanished worker is
-`fail_runs_of_gone_workers`, which the sensor and the CLI's ticks call first, on the
-in-flight runs they then hand to `read_tick_state`.
+teams out of quota. Reads only, but for `begin_tick`, the sensor's and the CLI's first
+step: it fails the runs of a vanished worker (`fail_runs_of_gone_workers`), then reads
+the state with the runs still in flight.
 """
 
 import dataclasses
@@ -99,6 +99,14 @@ def fail_runs_of_gone_workers(
         else:
             alive.append(run)
     return alive, failed
+
+
+def begin_tick(instance: dg.DagsterInstance, pool: ConnectionPool, now: datetime) -> tuple[tick_plan.TickState, list[str]]:
+    """A tick's first step, for the sensor and the CLI alike: fail the runs of vanished
+    workers, then read the state with the runs still in flight (read once). The state,
+    and the ids of the runs failed."""
+    in_flight, failed = fail_runs_of_gone_workers(instance, in_flight_runs(instance))
+    return read_tick_state(instance, pool, now, in_flight), failed
 
 
 def read_tick_state(

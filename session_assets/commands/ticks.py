@@ -18,13 +18,7 @@ from session_assets.partitions import scanner_partitions_def
 from session_assets.scanners import store as scanner_store
 from session_assets.sensors import batches_per_tick, retry_backoff, run_requests
 from session_assets.stores import sql
-from session_assets.tick_state import (
-    WORKER_TAG,
-    fail_runs_of_gone_workers,
-    in_flight_runs,
-    read_tick_state,
-    worker_tag,
-)
+from session_assets.tick_state import WORKER_TAG, begin_tick, read_tick_state, worker_tag
 
 
 def execute_tick(
@@ -36,8 +30,7 @@ def execute_tick(
     source: str = "cli",
 ) -> dict[str, Any]:
     """One tick computed exactly as the sensor does, its runs executed here, one after another."""
-    in_flight, _ = fail_runs_of_gone_workers(instance, in_flight_runs(instance))
-    state = read_tick_state(instance, pool, now, in_flight)
+    state, _ = begin_tick(instance, pool, now)
     plan = tick_plan.plan_tick(state, only_scanner=only_scanner, retry_backoff=retry_backoff())
     if plan.add_scanner_partitions:
         instance.add_dynamic_partitions(scanner_partitions_def.name, plan.add_scanner_partitions)

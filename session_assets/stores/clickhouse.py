@@ -24,6 +24,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from session_assets.stores import sql
+from session_assets.stores.sql import SchemaNotReady
 from session_assets.stores.secrets import redact
 
 # chDB carries its own jemalloc, which reads JE_MALLOC_CONF once, when chDB loads in
@@ -34,10 +35,6 @@ LEAN_MALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 
 class ClickHouseUnavailable(RuntimeError):
     """ClickHouse could not be opened or reached; the message says why and where."""
-
-
-class SchemaNotReady(RuntimeError):
-    """The ClickHouse database or its tables are not at the schema this code needs."""
 
 
 MIGRATE_HINT = "run `session-assets migrate` as a user that may create tables (docs/operations.md, section 3)"

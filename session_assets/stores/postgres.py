@@ -29,6 +29,7 @@ from psycopg import sql as pg_sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from session_assets.stores import sql
+from session_assets.stores.sql import SchemaNotReady
 from session_assets.stores.secrets import redact
 
 APP_DATABASE = "session_assets"
@@ -37,10 +38,6 @@ DAGSTER_DATABASE = "dagster"
 
 class PostgresUnavailable(RuntimeError):
     """Postgres could not be reached; the message says where."""
-
-
-class SchemaNotReady(RuntimeError):
-    """The app's database is not at the schema this code needs, or its role may not read or change it."""
 
 
 _servers: dict[Path, object] = {}

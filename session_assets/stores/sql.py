@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # session_assets/
+
+
+class SchemaNotReady(RuntimeError):
+    """A store's schema is not at the migrations this code knows, or its role may not read
+    or change it; the message names the store and `session-assets migrate`."""
 # In a wheel the files ship inside the package; in a checkout they sit at the top level.
 _CANDIDATES = (_PACKAGE_DIR / "_sql", _PACKAGE_DIR.parent / "sql")
 _INCLUDE = re.compile(r"^[ \t]*--[ \t]*@include[ \t]+(\S+)[ \t]*$", re.MULTILINE)
